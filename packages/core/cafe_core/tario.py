@@ -1,0 +1,164 @@
+"""Plain POSIX (ustar) tar writing and streaming reading, the byte layer under shards.
+
+Why not `tarfile`: the writer builds each 512-byte header directly (a fixed mtime and owner,
+so the same samples always give byte-identical shards) and hashes the bytes as they go out,
+so the shard index gets its md5 without reading the file again. The reader walks headers
+itself so that a truncated or garbled shard is reported as `TarCorruptError` at the exact
+member, instead of whatever a generic reader happens to raise. Output is ordinary tar: GNU
+tar, Python's tarfile, webdataset and wids all read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import BinaryIO
+
+BLOCK = 512
+RECORD = 20 * BLOCK  # tar's default blocking factor; tarfile pads the archive the same way
+FIXED_MTIME = 0  # deterministic bytes across reruns; the set's json records real times
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+class TarCorruptError(ValueError):
+    """A tar stream ended early or holds a header that is not a tar header."""
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\x00" % (width - 1, value)
+
+
+def ustar_header(name: str, size: int, mtime: int = FIXED_MTIME) -> bytes:
+    """The 512-byte header of a regular file member `name` of `size` bytes."""
+    raw_name = name.encode("utf-8")
+    if len(raw_name) > 100:
+        raise ValueError(f"tar member name {name!r} is longer than the 100 bytes ustar allows")
+    header = bytearray(BLOCK)
+    header[0 : len(raw_name)] = raw_name
+    header[100:108] = _octal(0o644, 8)
+    header[108:116] = _octal(0, 8)  # uid
+    header[116:124] = _octal(0, 8)  # gid
+    header[124:136] = _octal(size, 12)
+    header[136:148] = _octal(mtime, 12)
+    header[148:156] = b" " * 8  # checksum field counts as spaces while summing
+    header[156:157] = b"0"
+    header[257:263] = b"ustar\x00"
+    header[263:265] = b"00"
+    checksum = sum(header)
+    header[148:156] = b"%06o\x00 " % checksum
+    return bytes(header)
+
+
+class TarStreamWriter:
+    """Appends regular-file members to a binary stream and keeps the md5 of all bytes written."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._md5 = hashlib.md5()
+        self.num_bytes = 0
+
+    def _emit(self, data: bytes) -> None:
+        self._stream.write(data)
+        self._md5.update(data)
+        self.num_bytes += len(data)
+
+    def add(self, name: str, data: bytes) -> None:
+        self._emit(ustar_header(name, len(data)))
+        self._emit(data)
+        remainder = len(data) % BLOCK
+        if remainder:
+            self._emit(bytes(BLOCK - remainder))
+
+    def finish(self) -> str:
+        """Write the end-of-archive blocks and record padding; return the md5 hex digest."""
+        self._emit(_ZERO_BLOCK * 2)
+        remainder = self.num_bytes % RECORD
+        if remainder:
+            self._emit(bytes(RECORD - remainder))
+        return self._md5.hexdigest()
+
+
+def _read_exact(stream: BinaryIO, size: int, what: str, offset: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise TarCorruptError(f"truncated: {what} at byte {offset} wants {size} bytes, found {len(data)}")
+    return data
+
+
+def _header_checksum_ok(header: bytes) -> bool:
+    try:
+        stored = int(header[148:156].replace(b"\x00", b" ").strip() or b"-1", 8)
+    except ValueError:
+        return False
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    return stored == unsigned
+
+
+def _header_field(header: bytes, start: int, end: int) -> bytes:
+    return header[start:end].split(b"\x00", 1)[0]
+
+
+_PAX_PATH = re.compile(rb"\d+ path=([^\n]*)\n")
+
+
+def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, data) of each regular file in a tar stream, in order.
+
+    Directories and other non-file members are passed over; GNU long names and pax `path`
+    records are honoured. Raises TarCorruptError on a truncated stream or a bad header.
+    """
+    offset = 0
+    long_name: str | None = None
+    while True:
+        header = stream.read(BLOCK)
+        if not header or header == _ZERO_BLOCK:
+            return  # end of archive (a missing end marker after a whole member is tolerated)
+        if len(header) != BLOCK:
+            raise TarCorruptError(f"truncated: header at byte {offset} has {len(header)} of {BLOCK} bytes")
+        if not _header_checksum_ok(header):
+            raise TarCorruptError(f"not a tar header at byte {offset} (checksum mismatch): garbage or corruption")
+        size_field = _header_field(header, 124, 136).strip()
+        try:
+            size = int(size_field or b"0", 8)
+        except ValueError as exc:
+            raise TarCorruptError(f"bad size field {size_field!r} in the header at byte {offset}") from exc
+        typeflag = header[156:157]
+        name = _header_field(header, 0, 100).decode("utf-8", errors="replace")
+        prefix = _header_field(header, 345, 500)
+        if header[257:262] == b"ustar" and prefix:
+            name = prefix.decode("utf-8", errors="replace") + "/" + name
+        padded = -(-size // BLOCK) * BLOCK
+        data = _read_exact(stream, padded, f"member {name!r}", offset)[:size]
+        offset += BLOCK + padded
+        if typeflag == b"L":  # GNU long name: the data is the next member's name
+            long_name = data.rstrip(b"\x00").decode("utf-8", errors="replace")
+            continue
+        if typeflag == b"x":  # pax extended header: only `path` matters here
+            match = _PAX_PATH.search(data)
+            if match:
+                long_name = match.group(1).decode("utf-8", errors="replace")
+            continue
+        if long_name is not None:
+            name, long_name = long_name, None
+        if typeflag in (b"0", b"\x00", b"7"):
+            yield name, data
+
+
+class HashingReader:
+    """Wraps a binary stream; `md5` covers every byte read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.md5 = hashlib.md5()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.md5.update(data)
+        return data
+
+    def drain(self) -> str:
+        """Read what is left (end blocks, padding) and return the md5 hex digest of the whole stream."""
+        while self.read(1 << 20):
+            pass
+        return self.md5.hexdigest()
