@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 
-out = Console()
+out = Console(soft_wrap=True)  # long paths stay on one line, for copying and grepping
 err = Console(stderr=True)
 
 

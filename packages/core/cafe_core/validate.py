@@ -233,10 +233,10 @@ def validate_set(
             else:
                 seen[key] = result.name
         entry = entries.get(tar_path.name)
-        if entry is not None and result.md5:
-            report.problems.extend(
-                _compare_entry(tar_path.name, entry, tar_path.stat().st_size, result.md5, len(result.keys))
-            )
+        if entry is not None:  # a shard that did not read through still has a size to compare
+            complete = bool(result.md5)
+            nsamples = len(result.keys) if complete else None
+            report.problems.extend(_compare_entry(tar_path.name, entry, tar_path.stat().st_size, result.md5, nsamples))
         if on_shard:
             on_shard(result.name)
     if workers > 1:
