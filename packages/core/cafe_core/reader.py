@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import braceexpand
+from PIL import Image
 
 from cafe_core.index import read_index
+from cafe_core.keys import KEY_PATTERN
 from cafe_core.layout import INDEX_NAME, detect_layout
 from cafe_core.tario import TarCorruptError, iter_tar_members
-from cafe_core.triple import Triple, TripleError, decode_triple
+from cafe_core.triple import MEMBERS, Triple, TripleError, decode_triple
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +38,32 @@ def split_member_name(name: str) -> tuple[str, str]:
 
 
 def group_samples(members: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {suffix: bytes}) for each run of consecutive members sharing a key."""
+    """(key, {suffix: bytes}) for each run of consecutive members sharing a key.
+
+    When `members` raises TarCorruptError, the sample assembled so far is yielded first if it
+    already has all its members, then the error is re-raised: a break that falls on the next
+    sample's first header loses no whole sample, while a sample the break cut short is dropped.
+    """
     key, sample = None, {}
-    for name, data in members:
-        member_key, suffix = split_member_name(name)
-        if member_key != key:
-            if key is not None:
-                yield key, sample
-            key, sample = member_key, {}
-        sample[suffix] = data
+    try:
+        for name, data in members:
+            member_key, suffix = split_member_name(name)
+            if member_key != key:
+                if key is not None:
+                    yield key, sample
+                key, sample = member_key, {}
+            sample[suffix] = data
+    except TarCorruptError:
+        if key is not None and all(m in sample for m in MEMBERS):
+            yield key, sample
+        raise
     if key is not None:
         yield key, sample
 
 
 def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """The samples of one tar file. Raises TarCorruptError where the tar breaks; the sample
-    being assembled then is not yielded."""
+    """The samples of one tar file. Raises TarCorruptError where the tar breaks; a sample the
+    break cut short is not yielded (see `group_samples`)."""
     with open(path, "rb") as f:
         yield from group_samples(iter_tar_members(f))
 
@@ -105,6 +117,7 @@ class TripleReader:
     in `report` and skipped; a shard that breaks mid-way yields the samples before the break.
     on_error="raise": the first such problem raises (TripleError, TarCorruptError, or the
     decoder's error), naming the shard and key.
+    A key seen before in this pass is a problem too: the later copy is skipped (or raises).
     """
 
     def __init__(self, source: str | Path | Iterable[str | Path], *, on_error: str = "warn") -> None:
@@ -115,13 +128,15 @@ class TripleReader:
         self.report = ReadReport()
 
     def _problem(self, message: str, error_type: type[Exception]) -> None:
-        # Called inside the `except` block, so a raised error chains the original as its context.
+        # Called inside `except` blocks mostly, so a raised error chains the original as its context.
         if self.on_error == "raise":
             raise error_type(message)
         log.warning("skipping: %s", message)
         self.report.note(message)
 
     def __iter__(self) -> Iterator[Triple]:
+        # Keys as 64-bit ints: a tenth of the memory of a set of strings on large sets.
+        seen: set[int | str] = set()
         for path in self.paths:
             samples = iter_samples(path)
             while True:
@@ -135,9 +150,17 @@ class TripleReader:
                     self.report.samples_skipped += 1  # the sample the break cut short
                     self._problem(f"{path}: {exc}", TarCorruptError)
                     break
+                ident = int(key, 16) if KEY_PATTERN.match(key) else key
+                if ident in seen:
+                    self.report.samples_skipped += 1
+                    self._problem(f"{path.name}: duplicate key {key!r}, already read earlier", TripleError)
+                    continue
+                seen.add(ident)
+                # DecompressionBombError derives from Exception only: name it, or one huge image
+                # in a shard ends the whole read even in warn mode.
                 try:
                     triple = decode_triple(key, members)
-                except (TripleError, OSError, ValueError, UnicodeDecodeError) as exc:
+                except (TripleError, OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
                     self.report.samples_skipped += 1
                     self._problem(f"{path.name}: sample {key!r}: {exc}", TripleError)
                     continue

@@ -102,6 +102,58 @@ def _header_field(header: bytes, start: int, end: int) -> bytes:
 _PAX_PATH = re.compile(rb"\d+ path=([^\n]*)\n")
 
 
+def iter_tar_entries(stream: BinaryIO) -> Iterator[tuple[str, int, int]]:
+    """Yield (name, data offset, size) of each regular file, seeking past the data.
+
+    For random access later (read `size` bytes at `offset`): listing a large tar this way
+    reads only its headers. Raises TarCorruptError as `iter_tar_members` does.
+    """
+    offset = 0
+    long_name: str | None = None
+    while True:
+        header = stream.read(BLOCK)
+        if not header or header == _ZERO_BLOCK:
+            return
+        name, size, typeflag = _parse_header(header, offset)
+        padded = -(-size // BLOCK) * BLOCK
+        data_offset = offset + BLOCK
+        if typeflag in (b"L", b"x"):
+            data = _read_exact(stream, padded, f"member {name!r}", offset)[:size]
+            long_name = _long_name(typeflag, data) or long_name
+        else:
+            stream.seek(padded, 1)
+            if long_name is not None:
+                name, long_name = long_name, None
+            if typeflag in (b"0", b"\x00", b"7"):
+                yield name, data_offset, size
+        offset = data_offset + padded
+
+
+def _parse_header(header: bytes, offset: int) -> tuple[str, int, bytes]:
+    if len(header) != BLOCK:
+        raise TarCorruptError(f"truncated: header at byte {offset} has {len(header)} of {BLOCK} bytes")
+    if not _header_checksum_ok(header):
+        raise TarCorruptError(f"not a tar header at byte {offset} (checksum mismatch): garbage or corruption")
+    size_field = _header_field(header, 124, 136).strip()
+    try:
+        size = int(size_field or b"0", 8)
+    except ValueError as exc:
+        raise TarCorruptError(f"bad size field {size_field!r} in the header at byte {offset}") from exc
+    name = _header_field(header, 0, 100).decode("utf-8", errors="replace")
+    prefix = _header_field(header, 345, 500)
+    if header[257:262] == b"ustar" and prefix:
+        name = prefix.decode("utf-8", errors="replace") + "/" + name
+    return name, size, header[156:157]
+
+
+def _long_name(typeflag: bytes, data: bytes) -> str | None:
+    """The name a GNU long-name (L) or pax (x) member gives the member after it."""
+    if typeflag == b"L":
+        return data.rstrip(b"\x00").decode("utf-8", errors="replace")
+    match = _PAX_PATH.search(data)
+    return match.group(1).decode("utf-8", errors="replace") if match else None
+
+
 def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """Yield (name, data) of each regular file in a tar stream, in order.
 
@@ -114,30 +166,12 @@ def iter_tar_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
         header = stream.read(BLOCK)
         if not header or header == _ZERO_BLOCK:
             return  # end of archive (a missing end marker after a whole member is tolerated)
-        if len(header) != BLOCK:
-            raise TarCorruptError(f"truncated: header at byte {offset} has {len(header)} of {BLOCK} bytes")
-        if not _header_checksum_ok(header):
-            raise TarCorruptError(f"not a tar header at byte {offset} (checksum mismatch): garbage or corruption")
-        size_field = _header_field(header, 124, 136).strip()
-        try:
-            size = int(size_field or b"0", 8)
-        except ValueError as exc:
-            raise TarCorruptError(f"bad size field {size_field!r} in the header at byte {offset}") from exc
-        typeflag = header[156:157]
-        name = _header_field(header, 0, 100).decode("utf-8", errors="replace")
-        prefix = _header_field(header, 345, 500)
-        if header[257:262] == b"ustar" and prefix:
-            name = prefix.decode("utf-8", errors="replace") + "/" + name
+        name, size, typeflag = _parse_header(header, offset)
         padded = -(-size // BLOCK) * BLOCK
         data = _read_exact(stream, padded, f"member {name!r}", offset)[:size]
         offset += BLOCK + padded
-        if typeflag == b"L":  # GNU long name: the data is the next member's name
-            long_name = data.rstrip(b"\x00").decode("utf-8", errors="replace")
-            continue
-        if typeflag == b"x":  # pax extended header: only `path` matters here
-            match = _PAX_PATH.search(data)
-            if match:
-                long_name = match.group(1).decode("utf-8", errors="replace")
+        if typeflag in (b"L", b"x"):
+            long_name = _long_name(typeflag, data) or long_name
             continue
         if long_name is not None:
             name, long_name = long_name, None
