@@ -30,7 +30,8 @@ def shard_dir(tmp_path: Path) -> Path:
         for i in range(10):
             triple = make_triple(i, scores={"box": i / 10, "mask_iou": 0.9})
             writer.add(ok_input(triple), [triple])
-        writer.add(InputStatus("inputs/broken.jpg", "failed", reason="decode.truncated", error="image file is truncated"))
+        broken = InputStatus("inputs/broken.jpg", "failed", reason="decode.truncated", error="image file is truncated")
+        writer.add(broken)
         writer.add(InputStatus("inputs/tiny.jpg", "skipped", reason="decode.too_small"))
     return root
 

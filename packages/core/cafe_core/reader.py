@@ -48,7 +48,8 @@ def group_samples(members: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, d
     try:
         for name, data in members:
             member_key, suffix = split_member_name(name)
-            if member_key != key:
+            # A suffix already present means the key repeats back to back: a second sample.
+            if member_key != key or suffix in sample:
                 if key is not None:
                     yield key, sample
                 key, sample = member_key, {}

@@ -62,6 +62,13 @@ class ShardSet:
         mode = parse_mode(mode)
         layout = self.layout
         layout.root.mkdir(parents=True, exist_ok=True)
+        unfinished = sorted(set(layout.existing_numbers()) - set(layout.done_numbers()))
+        if mode is WriteMode.EXTEND and unfinished:  # refuse before touching anything
+            names = ", ".join(layout.shard_name(n) for n in unfinished[:5])
+            raise RuntimeError(
+                f"{layout.root}: cannot extend a set with unfinished shards ({names}); "
+                "finish it with --mode incremental first"
+            )
         for path in layout.temp_files():
             log.info("removing orphaned temporary file %s", path)
             path.unlink(missing_ok=True)
@@ -74,13 +81,6 @@ class ShardSet:
             return 0
         if mode is WriteMode.INCREMENTAL:
             return 0
-        unfinished = sorted(set(layout.existing_numbers()) - set(layout.done_numbers()))
-        if unfinished:
-            names = ", ".join(layout.shard_name(n) for n in unfinished[:5])
-            raise RuntimeError(
-                f"{layout.root}: cannot extend a set with unfinished shards ({names}); "
-                "finish it with --mode incremental first"
-            )
         existing = layout.existing_numbers()
         return existing[-1] + 1 if existing else 0
 

@@ -108,6 +108,9 @@ def iter_tar_entries(stream: BinaryIO) -> Iterator[tuple[str, int, int]]:
     For random access later (read `size` bytes at `offset`): listing a large tar this way
     reads only its headers. Raises TarCorruptError as `iter_tar_members` does.
     """
+    start = stream.tell()
+    length = stream.seek(0, 2) - start  # seeking past data never fails: check against the length
+    stream.seek(start)
     offset = 0
     long_name: str | None = None
     while True:
@@ -121,6 +124,10 @@ def iter_tar_entries(stream: BinaryIO) -> Iterator[tuple[str, int, int]]:
             data = _read_exact(stream, padded, f"member {name!r}", offset)[:size]
             long_name = _long_name(typeflag, data) or long_name
         else:
+            if data_offset + size > length:
+                raise TarCorruptError(
+                    f"truncated: member {name!r} at byte {offset} wants {size} bytes, found {length - data_offset}"
+                )
             stream.seek(padded, 1)
             if long_name is not None:
                 name, long_name = long_name, None

@@ -104,7 +104,7 @@ def triple_problems(
         except UnicodeEncodeError as exc:
             problems.append(f"prompt: not encodable as UTF-8 ({exc.reason} at {exc.start})")
     size = target.size if isinstance(target, Image.Image) else None
-    problems += [f"metadata.{p}" for p in metadata_problems(metadata, size)]
+    problems += [p if p.startswith("metadata:") else f"metadata.{p}" for p in metadata_problems(metadata, size)]
     return problems
 
 
