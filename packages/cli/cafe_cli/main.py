@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cafe_cli import shards
+from cafe_cli import data, shards
 from cafe_cli.console import out
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(shards.app, name="shards")
+app.add_typer(data.app, name="data")
 
 
 @app.command()
