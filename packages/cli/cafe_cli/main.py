@@ -1,6 +1,7 @@
 """The `cafe` command.
 
-    cafe demo                      build a shard set from bundled photos, print stats, write a grid
+    cafe demo                      the data engine on bundled photos (tiny preset), stats, a grid
+    cafe data build --input SRC --output DIR [--preset tiny|medium|base|large] [--mode ...]
     cafe shards ls|stats|show|validate|grid|index DIR
 
 Run `cafe --help` or `cafe COMMAND --help`.
@@ -28,27 +29,26 @@ app.add_typer(data.app, name="data")
 
 @app.command()
 def demo(
-    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the demo's shard set and pictures")] = Path(
-        "demo-output"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="folder for the demo's photos, shards and pictures")
+    ] = Path("demo-output"),
 ) -> None:
-    """Build a shard set from real photos bundled with scikit-image, then show its stats and a grid."""
-    from cafe_cli.demo import build_demo_set  # scikit-image and scipy only when the demo runs
+    """Run the data engine on photos bundled with scikit-image (tiny preset), then show the shards."""
+    from cafe_cli.demo import TINY_WARNING, write_demo_inputs
 
-    shard_dir = output / "shards"
-    out.rule("cafe demo: building triples from scikit-image's photos")
-    out.print(
-        "Subjects are named by hand and masks come from a classical threshold (Otsu): the data "
-        "engine with captioning, grounding and segmentation replaces this step."
-    )
-    build_demo_set(shard_dir)
+    photos, shard_dir = output / "photos", (output / "shards").resolve()
+    write_demo_inputs(photos)
+    out.rule(f"cafe data build --input {photos} --output {shard_dir} --preset tiny --mode overwrite")
+    out.print(f"[yellow]{TINY_WARNING}[/]")
+    data.build(input=str(photos), output=shard_dir, preset="tiny", mode="overwrite", config=None, sets=None)
     out.rule(f"cafe shards stats {shard_dir}")
-    shards.stats(shard_dir.resolve())
+    shards.stats(shard_dir)
     out.rule(f"cafe shards validate {shard_dir}")
-    shards.validate(shard_dir.resolve(), fast=False, workers=1, as_json=False, max_shown=20)
+    shards.validate(shard_dir, fast=False, workers=1, as_json=False, max_shown=20)
     out.rule(f"cafe shards grid {shard_dir}")
-    shards.grid(shard_dir.resolve(), count=16, seed=0, columns=3, output=output / "grid.png")
-    out.print(f"\nNext: `cafe shards ls {shard_dir} --keys` lists keys, `cafe shards show {shard_dir} KEY` shows one.")
+    shards.grid(shard_dir, count=16, seed=0, columns=3, output=output / "grid.png")
+    out.print("[yellow]Reminder: tiny-preset captions and masks are random, not meaningful.[/]")
+    out.print(f"Next: `cafe shards ls {shard_dir} --keys` lists keys, `cafe shards show {shard_dir} KEY` shows one.")
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """`cafe shards ...`: look into shard sets. Imports cafe_core only, so it starts fast.
 
-    cafe shards ls DIR                 shards of a set, or the sets under a folder
-    cafe shards stats DIR [--json]     counts, reasons, rounds, score distributions
-    cafe shards show DIR KEY           one triple's metadata, and a PNG of it
-    cafe shards validate DIR [--fast]  check the data contract; exit 1 on problems
-    cafe shards grid DIR               a contact sheet PNG of random triples
-    cafe shards index DIR              rebuild shardindex.json from the tars
+cafe shards ls DIR                 shards of a set, or the sets under a folder
+cafe shards stats DIR [--json]     counts, reasons, rounds, score distributions
+cafe shards show DIR KEY           one triple's metadata, and a PNG of it
+cafe shards validate DIR [--fast]  check the data contract; exit 1 on problems
+cafe shards grid DIR               a contact sheet PNG of random triples
+cafe shards index DIR              rebuild shardindex.json from the tars
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ def _sparkline(counts: list[int]) -> str:
 
 def _distribution_table(title: str, distributions: dict[str, Any]) -> Table:
     table = Table("name", "count", "mean", "min", "p05", "p50", "p95", "max", "histogram", title=title)
+    table.columns[0].no_wrap = True
+    table.columns[-1].no_wrap = True  # a wrapped sparkline reads as two rows
     for name, d in distributions.items():
         if d["count"] == 0:
             table.add_row(name, "0", *[""] * 7)
@@ -256,4 +258,3 @@ def index(
     path = write_index(layout, built, pid=os.getpid())
     total = sum(e["nsamples"] for e in built["shardlist"])
     out.print(f"wrote {path}: {len(built['shardlist'])} shards, {total} samples")
-
