@@ -14,7 +14,7 @@ from cafe_core.validate import validate_set
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_demo_builds_a_valid_set(tmp_path: Path) -> None:
+def test_demo_builds_a_valid_set(local_ray, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert "random" in result.output and "--preset base" in result.output  # says plainly what tiny is

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,14 @@ from cafe_core import ShardSet
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_data_reads_our_shards(tmp_path: Path) -> None:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray = pytest.importorskip("ray")
+def test_ray_data_reads_our_shards(local_ray, tmp_path: Path) -> None:
+    ray = local_ray
     root = tmp_path / "set"
     triples = [make_triple(i) for i in range(7)]
     with ShardSet(root).writer(max_samples=3) as writer:
         for triple in triples:
             writer.add(ok_input(triple), [triple])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        rows = ray.data.read_webdataset(str(root), decoder=None, file_extensions=["tar"]).take_all()
-    finally:
-        ray.shutdown()
+    rows = ray.data.read_webdataset(str(root), decoder=None, file_extensions=["tar"]).take_all()
     assert sorted(r["__key__"] for r in rows) == sorted(t.key for t in triples)
     by_key = {r["__key__"]: r for r in rows}
     for triple in triples:

@@ -23,16 +23,6 @@ from cafe_pipelines.build_triples import build_triples
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def status_rows(root: Path) -> dict[str, dict]:
     layout = detect_layout(root)
     table = read_status_tables([layout.status_path(n) for n in layout.done_numbers()])
