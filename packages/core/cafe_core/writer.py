@@ -270,10 +270,21 @@ class ShardWriter:
             shard.file.close()
             shard.temp_tar.unlink(missing_ok=True)
 
-    def close(self) -> list[dict[str, Any]]:
-        """Commit the shard being filled; returns the stats of every shard this writer wrote."""
+    def key_shard(self, key: str) -> str | None:
+        """The shard already holding `key` (written by this writer or done before it), else None."""
+        return self._keys_seen.get(key)
+
+    def flush(self) -> None:
+        """Commit the shard being filled now; the next input opens this writer's next shard.
+
+        Callers that map input partitions to shards call it at each partition's end.
+        """
         if self._shard is not None:
             self._commit()
+
+    def close(self) -> list[dict[str, Any]]:
+        """Commit the shard being filled; returns the stats of every shard this writer wrote."""
+        self.flush()
         return self.written
 
     def __enter__(self) -> ShardWriter:
