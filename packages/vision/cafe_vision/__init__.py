@@ -1,0 +1,15 @@
+"""cafe_vision: the data engine's vision models, their presets, and the choices made on their outputs.
+
+Import from the modules; this file imports nothing, so `cafe_vision.gates` and the other
+numpy-only modules load without torch or transformers.
+
+Models (torch, transformers, segment-anything):
+    captioner.Captioner          images -> captions (BLIP, BLIP-2, GIT, ...)
+    grounder.Grounder            images + one prompt each -> detection.Detection lists
+    segmenter.Segmenter          images + boxes -> segmenter.MaskResult lists
+    presets.get_preset(name)     tiny | medium | base | large -> presets.VisionPreset
+    load.load_captioner / load_grounder / load_segmenter(preset, ...)   a preset's models, ready
+Random models built offline and cached (model_cache): random_blip, random_grounding_dino, random_sam;
+SAM of any size: sam_model; official SAM checkpoints: sam_checkpoint.
+Mask cleanup: mask_cleanup.clean_mask.
+"""
