@@ -21,6 +21,8 @@ from cafe_vision.compose import DEFAULT_MARGIN
 from cafe_vision.gates import GateConfig
 from cafe_vision.presets import get_preset
 
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
+
 
 @dataclass(frozen=True)
 class StageResources:
@@ -73,6 +75,7 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_side_px: int = DEFAULT_MAX_SIDE_PX
     device: str = "cpu"
+    dtype: str = "float32"  # the models' weights and activations: float32, float16 or bfloat16 (GPUs: float16)
     caption_max_new_tokens: int | None = None
     box_threshold: float = 0.35
     text_threshold: float = 0.25
@@ -94,6 +97,8 @@ class BuildConfig:
             raise ValueError("input and output are required (--input SRC --output DIR)")
         if self.inputs_per_shard < 1:
             raise ValueError(f"inputs_per_shard: {self.inputs_per_shard} must be >= 1")
+        if self.dtype not in MODEL_DTYPES:
+            raise ValueError(f"dtype: {self.dtype!r} is not one of {', '.join(MODEL_DTYPES)}")
         if self.max_side_px < 32:
             raise ValueError(f"max_side_px: {self.max_side_px} must be >= 32")
         for name in ("box_threshold", "text_threshold", "nms_iou_threshold"):

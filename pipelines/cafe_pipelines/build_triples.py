@@ -108,6 +108,11 @@ def _map_stage(ds: Any, stage: type, resources: StageResources, kwargs: dict[str
     )
 
 
+def _threads(resources: StageResources) -> int:
+    """Torch threads for a stage's actor: its CPU share, at least one."""
+    return max(1, round(resources.num_cpus))
+
+
 def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
     """The Ray Data pipeline over input rows (not executed until iterated)."""
     import ray
@@ -125,7 +130,13 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
         ds,
         CaptionStage,
         r.caption,
-        {"preset": config.preset, "device": config.device, "max_new_tokens": config.caption_max_new_tokens},
+        {
+            "preset": config.preset,
+            "device": config.device,
+            "dtype": config.dtype,
+            "num_threads": _threads(r.caption),
+            "max_new_tokens": config.caption_max_new_tokens,
+        },
     )
     ds = _map_stage(
         ds,
@@ -134,6 +145,8 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
         {
             "preset": config.preset,
             "device": config.device,
+            "dtype": config.dtype,
+            "num_threads": _threads(r.ground),
             "box_threshold": config.box_threshold,
             "text_threshold": config.text_threshold,
             "nms_iou_threshold": config.nms_iou_threshold,
@@ -148,6 +161,8 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
         {
             "preset": config.preset,
             "device": config.device,
+            "dtype": config.dtype,
+            "num_threads": _threads(r.segment),
             "sam_checkpoint": config.sam_checkpoint,
             "min_hole_area_px": config.min_hole_area_px,
             "min_island_area_px": config.min_island_area_px,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from cafe_pipelines.batch import Batch, column, refuse, run_stage, set_rows
+from cafe_pipelines.threads import set_threads
 from cafe_vision.load import load_grounder
 from cafe_vision.presets import get_preset
 from cafe_vision.subject import names_subject, subject_query
@@ -28,15 +29,19 @@ class GroundStage:
         preset: str,
         *,
         device: str = "cpu",
+        num_threads: int | None = None,
+        dtype: str = "float32",
         box_threshold: float = 0.35,
         text_threshold: float = 0.25,
         nms_iou_threshold: float = 0.5,
         require_subject_phrase: bool = True,
         max_phrases: int = 4,
     ) -> None:
+        set_threads(num_threads)
         self.grounder = load_grounder(
             get_preset(preset),
             device=device,
+            dtype=dtype,
             box_threshold=box_threshold,
             text_threshold=text_threshold,
             nms_iou_threshold=nms_iou_threshold,

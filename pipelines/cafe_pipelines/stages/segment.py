@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from cafe_pipelines.batch import Batch, column, run_stage, set_rows
+from cafe_pipelines.threads import set_threads
 from cafe_vision.load import load_segmenter
 from cafe_vision.presets import get_preset
 
@@ -23,14 +24,18 @@ class SegmentStage:
         preset: str,
         *,
         device: str = "cpu",
+        num_threads: int | None = None,
+        dtype: str = "float32",
         sam_checkpoint: str | None = None,
         min_hole_area_px: int = 0,
         min_island_area_px: int = 0,
     ) -> None:
+        set_threads(num_threads)
         self.segmenter = load_segmenter(
             get_preset(preset),
             checkpoint=sam_checkpoint,
             device=device,
+            dtype=dtype,
             min_hole_area_px=min_hole_area_px,
             min_island_area_px=min_island_area_px,
         )
