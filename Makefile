@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint demo bench lock clean
+.PHONY: install test test-all lint browser-deps demo bench lock clean
 
 # The stamp is newer than the lock and pyproject when the venv matches them.
 $(STAMP): requirements.lock pyproject.toml
@@ -19,15 +19,25 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# Debian's chromium for the tests marked `browser` (Playwright drives it; its own browser download,
+# `playwright install`, is never used). Installed only when missing and apt-get exists; without it the
+# browser tests skip and say why.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y chromium || echo "warning: apt-get could not install chromium; the browser tests will skip"; \
+	else echo "warning: no /usr/bin/chromium and no apt-get; the browser tests will skip"; fi
+
 # The default run: everything but tests that need a GPU.
-test: lint
+test: lint browser-deps
 	$(BIN)/pytest -m "not gpu" --timeout=900
 
 demo: install
 	$(BIN)/cafe demo
 
+# Every benchmark in bench/, one after another; each prints its ratio lines last.
 bench: install
-	$(BIN)/python bench/shard_io.py
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 # Re-resolve requirements.in into the pinned lock (run after changing a top-level pin).
 lock:

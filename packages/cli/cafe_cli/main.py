@@ -3,6 +3,7 @@
     cafe demo                      the data engine on bundled photos (tiny preset), stats, a grid
     cafe data build --input SRC --output DIR [--preset tiny|medium|base|large] [--mode ...]
     cafe shards ls|stats|show|validate|grid|index DIR
+    cafe inspect serve DIR [--host 127.0.0.1] [--port 8765] [--token TOKEN]
 
 Run `cafe --help` or `cafe COMMAND --help`.
 """
@@ -14,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cafe_cli import data, shards
+from cafe_cli import data, inspect, shards
 from cafe_cli.console import out
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(shards.app, name="shards")
 app.add_typer(data.app, name="data")
+app.add_typer(inspect.app, name="inspect")
 
 
 @app.command()

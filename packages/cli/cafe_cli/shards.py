@@ -126,26 +126,31 @@ def stats(
 ) -> None:
     """Counts, bytes, totals per round and per status reason, score distributions.
 
-    Reads the index and each shard's stats.json only; never opens a tar.
+    Reads the index and each shard's stats.json only; never opens a tar. Samples flagged as bad
+    (flags.parquet, from `cafe inspect serve`) are counted but left out of rounds and scores.
     """
     _layout(root)
     result = shard_set_stats(root)
     if as_json:
         print(json.dumps(result, indent=1))
         return
-    totals = Table("set", "shards", "samples", "inputs", "ok", "skipped", "failed", "size", "index", title=str(root))
+    totals = Table(
+        "set", "shards", "samples", "flagged", "inputs", "ok", "skipped", "failed", "size", "index", title=str(root)
+    )
     status = result["status"]
     totals.add_row(
         result["prefix"],
         str(result["num_shards"]),
         str(result["num_samples"]),
+        str(result["num_flagged"]),
         str(result["num_inputs"]),
         *(str(status[s]) for s in ("ok", "skipped", "failed")),
         _human_bytes(result["num_bytes"]),
         result["index"],
     )
     out.print(totals)
-    rounds = Table("round", "samples", title="samples per round")
+    left_out = f" ({result['num_flagged']} flagged left out)" if result["num_flagged"] else ""
+    rounds = Table("round", "samples", title="samples per round" + left_out)
     for round_, count in result["rounds"].items():
         rounds.add_row(round_, str(count))
     out.print(rounds)

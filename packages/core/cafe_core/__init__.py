@@ -1,5 +1,6 @@
 """cafe_core: the triple data contract and shard IO. No torch, no ray (checked by import-linter)."""
 
+from cafe_core.flags import Flag, flagged_keys
 from cafe_core.keys import check_key, make_key
 from cafe_core.metadata import SCHEMA_VERSION, metadata_problems
 from cafe_core.reader import ReadReport, TripleReader, read_triples, resolve_shards
@@ -11,6 +12,7 @@ from cafe_core.writer import EncodedSample, ShardWriter
 __all__ = [
     "SCHEMA_VERSION",
     "EncodedSample",
+    "Flag",
     "InputStatus",
     "ReadReport",
     "ShardSet",
@@ -20,6 +22,7 @@ __all__ = [
     "TripleReader",
     "WriteMode",
     "check_key",
+    "flagged_keys",
     "make_key",
     "metadata_problems",
     "read_triples",

@@ -117,8 +117,12 @@ class ShardSet:
         return summary
 
     def summarize(self) -> dict[str, Any]:
-        """Totals over the done shards, from their stats.json files only."""
-        return set_stats(self.layout, distributions=False)
+        """Totals over the done shards, from their stats.json files only.
+
+        Flags are left out: dataset.json records what the job wrote, while flags are a later,
+        changing overlay that `cafe shards stats` reads fresh.
+        """
+        return set_stats(self.layout, distributions=False, honour_flags=False)
 
     @contextmanager
     def writer(

@@ -2,16 +2,23 @@
 
 Never opens a tar or decodes an image: each shard's stats.json carries its samples' keys,
 rounds, subjects and scores, written by the ShardWriter as the shard was committed.
+
+Samples flagged as bad (`flags.parquet` beside the set, see cafe_core.flags) stay in
+`num_samples` (they are still on disk) but are left out of the rounds, subjects and score
+distributions, which describe what a training run would use (`num_usable`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Set
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cafe_core.flags import flagged_keys
 from cafe_core.index import read_index
 from cafe_core.layout import SetLayout, detect_layout
 from cafe_core.metadata import SCHEMA_VERSION
@@ -37,15 +44,32 @@ def distribution(values: list[float]) -> dict[str, Any]:
     }
 
 
-def set_stats(layout: SetLayout, *, distributions: bool = True) -> dict[str, Any]:
-    """Totals over the done shards; with `distributions`, score distributions and top subjects too."""
+def _kept(values: list[Any], usable: list[bool] | None) -> list[Any]:
+    """The values of the usable samples (all of them when nothing is flagged)."""
+    return values if usable is None else list(compress(values, usable))
+
+
+def set_stats(
+    layout: SetLayout, *, distributions: bool = True, flagged: Set[str] | None = None, honour_flags: bool = True
+) -> dict[str, Any]:
+    """Totals over the done shards; with `distributions`, score distributions and top subjects too.
+
+    With `honour_flags`, samples whose key is in `flagged` (default: the set's flags file) are
+    counted in `num_flagged` and left out of rounds, subjects and distributions; `num_usable`
+    is what remains. Without it, every sample on disk counts and the flag fields are absent
+    (what dataset.json records when a job closes the set).
+    """
+    if not honour_flags:
+        flagged = frozenset()
+    elif flagged is None:
+        flagged = flagged_keys(layout.root)
     status: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = {}
     rounds: Counter[int] = Counter()
     subjects: Counter[str] = Counter()
     scores: dict[str, list[float]] = {}
     quality: dict[str, list[float]] = {}
-    num_samples = num_inputs = num_bytes = 0
+    num_samples = num_inputs = num_bytes = num_flagged = 0
     numbers = layout.done_numbers()
     for number in numbers:
         stats = layout.read_stats(number)
@@ -56,18 +80,22 @@ def set_stats(layout: SetLayout, *, distributions: bool = True) -> dict[str, Any
         for state, counts in stats["reasons"].items():
             reasons.setdefault(state, Counter()).update(counts)
         samples = stats["samples"]
-        rounds.update(samples["round"])
+        usable = [key not in flagged for key in samples["key"]] if flagged else None
+        if usable is not None:
+            num_flagged += usable.count(False)
+        rounds.update(_kept(samples["round"], usable))
         if distributions:
-            subjects.update(samples["subject"])
+            subjects.update(_kept(samples["subject"], usable))
             for name, values in samples["scores"].items():
-                scores.setdefault(name, []).extend(values)
+                scores.setdefault(name, []).extend(_kept(values, usable))
             for name, values in samples["quality"].items():
-                quality.setdefault(name, []).extend(values)
+                quality.setdefault(name, []).extend(_kept(values, usable))
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "prefix": layout.prefix,
         "num_shards": len(numbers),
         "num_samples": num_samples,
+        **({"num_flagged": num_flagged, "num_usable": num_samples - num_flagged} if honour_flags else {}),
         "num_inputs": num_inputs,
         "num_bytes": num_bytes,
         "status": {s: status.get(s, 0) for s in ("ok", "skipped", "failed")},
