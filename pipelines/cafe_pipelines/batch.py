@@ -13,7 +13,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 Batch = dict[str, Any]
+# What a row's pixel columns hold once they are no longer needed, or never filled. Defined here,
+# with no model code around, so that the CPU stages (compose) load without torch.
+EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
+EMPTY_MASK = np.zeros((0, 0), dtype=bool)
 
 
 def num_rows(batch: Mapping[str, Any]) -> int:

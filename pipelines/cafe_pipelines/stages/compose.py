@@ -8,11 +8,12 @@ import numpy as np
 from PIL import Image
 
 from cafe_core import SCHEMA_VERSION, Triple, make_key
-from cafe_pipelines.batch import Batch, column, refuse, run_stage
-from cafe_pipelines.stages.decode import EMPTY_IMAGE
-from cafe_pipelines.stages.segment import EMPTY_MASK
+from cafe_pipelines.batch import EMPTY_IMAGE, EMPTY_MASK, Batch, column, refuse, run_stage
 from cafe_vision.compose import DEFAULT_MARGIN, compose_reference, mask_image
 from cafe_vision.gates import GateConfig, Gates
+
+# Nothing from stages.segment or other model stages here: they load torch and every model's
+# code, which this CPU stage's actor would import for nothing (5 s and ~700 MB per actor).
 
 MEMBER_COLUMNS = {
     "target.jpg": "m_target",

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from cafe_pipelines.batch import Batch, column, num_rows, refuse, run_stage
+from cafe_pipelines.batch import EMPTY_IMAGE, Batch, column, num_rows, refuse, run_stage
 from cafe_pipelines.decoding import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_SIDE_PX,
@@ -15,8 +13,6 @@ from cafe_pipelines.decoding import (
     read_input_bytes,
 )
 from cafe_vision.gates import GateConfig, image_side_ok
-
-EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 
 
 class DecodeStage:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image
 
-from cafe_pipelines.batch import Batch, column, run_stage, set_rows
+from cafe_pipelines.batch import EMPTY_MASK, Batch, column, run_stage, set_rows
 from cafe_pipelines.threads import set_threads
 from cafe_vision.load import load_segmenter
 from cafe_vision.presets import get_preset
-
-EMPTY_MASK = np.zeros((0, 0), dtype=bool)
 
 
 class SegmentStage:

@@ -1,0 +1,323 @@
+"""Shards -> training batches, on webdataset: resampled, split by node and worker, shuffled, augmented.
+
+    loader = build_loader(config, tokenizer=model.tokenizer,
+                          reference_processor=model.reference_encoder.image_processor, num_samples=n)
+    for batch in loader: ...            # one epoch of `loader.dataset.batches_per_worker` batches per worker
+
+A batch is a dict:
+
+    keys               list[str]                          sample keys
+    reference_pixels   (B, 3, h, w) float32               augmented cut-out, through the reference encoder's processor
+    target_pixels      (B, 3, R, R) float32 in [-1, 1]    target resized (shorter side R) and center-cropped
+    prompt_ids         (B, L) int64                       tokenized prompt ("" when dropped)
+    mask               (B, 1, R/8, R/8) float32 in [0, 1] subject mask at latent resolution, same crop
+    drop_reference     (B,) bool                          True: the loop swaps in `null_features` (reference dropout)
+
+Why a `wds.DataPipeline` and not `wds.WebDataset(resampled=True)`: WebDataset's resampled shard list seeds
+itself from the pid and the clock, and every rank draws its own stream, so ranks overlap and nothing replays.
+Here one resampled shard stream is drawn from (seed, epoch), the same on every rank and worker, and
+`wds.split_by_node` and a per-worker split (see `ShardBatches.__iter__`) deal its positions out: ranks
+and workers read disjoint draws, and a run with the same seed reads the same samples in the same order
+with the same augmentations.
+
+Data position: `ShardBatches.set_position(epoch, batches_done)` makes the next iteration start that many
+batches into that epoch. Skipped samples are read from the tars but not decoded, and augmentation draws
+come from a per-sample generator seeded by the sample's position, so a resumed run sees exactly the batches
+an uninterrupted one would (given the same num_workers and world size; a resume with other values reads a
+different, equally valid stream).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, IterableDataset
+
+from cafe_core import flagged_keys, resolve_shards
+from cafe_train.config import TrainConfig
+
+LATENT_FACTOR = 8  # pixels per latent cell of Stable Diffusion's VAE
+MEMBERS = ("target.jpg", "reference.png", "mask.png", "prompt.txt")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Reference augmentation at training time, so the model cannot copy-paste the cut-out."""
+
+    flip_p: float = 0.5
+    scale_range: tuple[float, float] = (0.8, 1.2)
+    max_rotation_deg: float = 10.0
+    enabled: bool = True
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def _rank_info() -> tuple[int, int, int, int]:
+    """(rank, world_size, worker, num_workers), as webdataset computes them."""
+    return wds.utils.pytorch_worker_info()
+
+
+class EpochResampledShards(IterableDataset):
+    """An endless stream of `{"url": shard}` drawn with replacement from (seed, epoch): identical everywhere."""
+
+    def __init__(self, urls: Sequence[str], seed: int) -> None:
+        super().__init__()
+        self.urls = list(urls)
+        self.seed = seed
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        rng = random.Random(_seed(self.seed, self.epoch, 0x5A4D))
+        while True:
+            yield {"url": rng.choice(self.urls)}
+
+
+MAX_DROPPED_IN_A_ROW = 100_000
+
+
+def _drop_keys(excluded: frozenset[str]) -> Callable[[Iterator[dict]], Iterator[dict]]:
+    def stage(samples: Iterator[dict]) -> Iterator[dict]:
+        dropped = 0
+        for sample in samples:
+            if sample["__key__"] not in excluded and all(m in sample for m in MEMBERS):
+                dropped = 0
+                yield sample
+            else:
+                dropped += 1
+                if dropped >= MAX_DROPPED_IN_A_ROW:  # the stream is endless: never spin on a fully excluded set
+                    raise RuntimeError(
+                        f"{dropped} samples in a row were flagged, excluded or incomplete; nothing left to train on"
+                    )
+
+    return stage
+
+
+def _take_every(start: int, step: int) -> Callable[[Iterator[dict]], Iterator[dict]]:
+    """Positions start, start + step, ... of the stream: `wds.split_by_worker` for a chosen worker index."""
+
+    def stage(items: Iterator[dict]) -> Iterator[dict]:
+        yield from itertools.islice(items, start, None, step)
+
+    return stage
+
+
+def _center_square(image: Image.Image, size_px: int, resample: Image.Resampling) -> Image.Image:
+    """Resize so the shorter side is `size_px`, then crop the center square."""
+    return ImageOps.fit(image, (size_px, size_px), method=resample, centering=(0.5, 0.5))
+
+
+def augment_reference(reference: Image.Image, rng: np.random.Generator, augmentation: Augmentation) -> Image.Image:
+    """An RGB reference: the RGBA cut-out flipped, scaled and rotated at random, laid on a random background.
+
+    The background goes in through the alpha (the mask), so the subject never keeps its old scene.
+    """
+    rgba = reference.convert("RGBA")
+    if augmentation.enabled:
+        if rng.random() < augmentation.flip_p:
+            rgba = ImageOps.mirror(rgba)
+        scale = rng.uniform(*augmentation.scale_range)
+        width, height = rgba.size
+        rgba = rgba.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
+        angle = rng.uniform(-augmentation.max_rotation_deg, augmentation.max_rotation_deg)
+        rgba = rgba.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)  # corners stay transparent
+        if rng.random() < 0.5:
+            background = Image.new("RGBA", rgba.size, (*(int(c) for c in rng.integers(0, 256, 3)), 255))
+        else:
+            noise = rng.integers(0, 256, (rgba.size[1], rgba.size[0], 3), dtype=np.uint8)
+            background = Image.fromarray(noise, "RGB").convert("RGBA")
+    else:
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+class ShardBatches(IterableDataset):
+    """One epoch of batches per iteration (`batches_per_worker` from each DataLoader worker); see the module doc."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        tokenizer: Any,
+        reference_processor: Any,
+        resolution_px: int,
+        batch_size: int,
+        batches_per_worker: int,
+        seed: int,
+        shuffle_buffer: int = 1000,
+        prompt_dropout: float = 0.0,
+        reference_dropout: float = 0.0,
+        excluded_keys: frozenset[str] = frozenset(),
+        augmentation: Augmentation = Augmentation(),
+    ) -> None:
+        super().__init__()
+        if not urls:
+            raise ValueError("no shards to read")
+        self.urls = [str(u) for u in urls]
+        self.tokenizer = tokenizer
+        self.reference_processor = reference_processor
+        self.resolution_px = resolution_px
+        self.batch_size = batch_size
+        self.batches_per_worker = batches_per_worker
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.prompt_dropout = prompt_dropout
+        self.reference_dropout = reference_dropout
+        self.excluded_keys = frozenset(excluded_keys)
+        self.augmentation = augmentation
+        self.epoch = 0
+        self.batches_done = 0  # in `epoch`, over all workers of this rank
+
+    def set_position(self, epoch: int, batches_done: int = 0) -> None:
+        """Start the next iteration `batches_done` batches into `epoch` (call before iterating the loader)."""
+        self.epoch = epoch
+        self.batches_done = batches_done
+
+    def _shuffle(self, samples: Iterator[dict], rng: random.Random) -> Iterator[dict]:
+        if self.shuffle_buffer <= 1:
+            yield from samples
+            return
+        buffer: list[dict] = []
+        for sample in samples:
+            buffer.append(sample)
+            if len(buffer) >= self.shuffle_buffer:
+                index = rng.randrange(len(buffer))
+                buffer[index], buffer[-1] = buffer[-1], buffer[index]
+                yield buffer.pop()
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _decode(self, sample: dict, rng: np.random.Generator) -> dict[str, Any]:
+        size = self.resolution_px
+        target = Image.open(io.BytesIO(sample["target.jpg"])).convert("RGB")
+        mask = Image.open(io.BytesIO(sample["mask.png"])).convert("L")
+        reference = Image.open(io.BytesIO(sample["reference.png"]))
+        prompt = sample["prompt.txt"].decode("utf-8")
+        target = _center_square(target, size, Image.Resampling.BICUBIC)
+        mask = _center_square(mask, size, Image.Resampling.BILINEAR)
+        mask = mask.resize((size // LATENT_FACTOR,) * 2, Image.Resampling.BOX)
+        target_pixels = torch.from_numpy(np.asarray(target, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+        mask_tensor = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None]
+        return {
+            "key": sample["__key__"],
+            "reference": augment_reference(reference, rng, self.augmentation),
+            "target_pixels": target_pixels,
+            "mask": mask_tensor,
+            "prompt": "" if rng.random() < self.prompt_dropout else prompt,
+            "drop_reference": bool(rng.random() < self.reference_dropout),
+        }
+
+    def _collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        reference_pixels = self.reference_processor(
+            images=[item["reference"] for item in items], return_tensors="pt"
+        ).pixel_values
+        prompt_ids = self.tokenizer(
+            [item["prompt"] for item in items],
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return {
+            "keys": [item["key"] for item in items],
+            "reference_pixels": reference_pixels.float(),
+            "target_pixels": torch.stack([item["target_pixels"] for item in items]),
+            "prompt_ids": prompt_ids,
+            "mask": torch.stack([item["mask"] for item in items]),
+            "drop_reference": torch.tensor([item["drop_reference"] for item in items], dtype=torch.bool),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, _world_size, worker, num_workers = _rank_info()
+        # DataLoader takes batches round-robin from its workers, starting with worker 0: in an epoch,
+        # batch i comes from stream i % W. A loader resumed `batches_done` batches in starts with its
+        # worker 0 too, so its worker w plays stream (w + batches_done) % W and skips what that stream
+        # made before (its batches below `batches_done`). This is why the worker split is done here
+        # rather than by `wds.split_by_worker`, which always gives worker w stream w.
+        stream = (worker + self.batches_done) % num_workers
+        skip_batches = max(0, math.ceil((self.batches_done - stream) / num_workers))
+        stream_seed = _seed(self.seed, self.epoch, rank, stream)
+        shards = EpochResampledShards(self.urls, self.seed)
+        shards.epoch = self.epoch
+        pipeline = wds.DataPipeline(
+            shards,
+            wds.split_by_node,
+            _take_every(stream, num_workers),
+            wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            _drop_keys(self.excluded_keys),
+        )
+        samples = self._shuffle(iter(pipeline), random.Random(stream_seed))
+        position = 0
+        for _ in range(skip_batches * self.batch_size):  # read, not decoded
+            next(samples)
+            position += 1
+        for _ in range(skip_batches, self.batches_per_worker):
+            items = []
+            while len(items) < self.batch_size:
+                sample = next(samples)
+                rng = np.random.default_rng(_seed(stream_seed, position))
+                position += 1
+                try:
+                    items.append(self._decode(sample, rng))
+                except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
+                    wds.warn_and_continue(exc)
+            yield self._collate(items)
+
+
+def excluded_keys_of(config: TrainConfig) -> frozenset[str]:
+    """Flagged keys of every set plus `config.excluded_keys`: what the loader never yields."""
+    keys = set(config.excluded_keys)
+    for root in config.shards:
+        keys |= flagged_keys(root)
+    return frozenset(keys)
+
+
+def build_loader(
+    config: TrainConfig,
+    *,
+    tokenizer: Any,
+    reference_processor: Any,
+    num_samples: int,
+    world_size: int = 1,
+) -> DataLoader:
+    """A DataLoader (batch_size=None: batches are made in the workers) over `config.shards`.
+
+    `num_samples` (the sets' total, from `check_shards`) sets the epoch length unless
+    `config.epoch_samples` does; each rank reads `epoch_samples / world_size` samples per epoch.
+    """
+    urls = [str(p) for p in resolve_shards(config.shards)]
+    num_workers = max(1, config.num_workers)
+    epoch_samples = config.epoch_samples or num_samples
+    batches_per_worker = max(1, epoch_samples // (config.batch_size * world_size * num_workers))
+    dataset = ShardBatches(
+        urls,
+        tokenizer=tokenizer,
+        reference_processor=reference_processor,
+        resolution_px=config.resolution_px,
+        batch_size=config.batch_size,
+        batches_per_worker=batches_per_worker,
+        seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
+        prompt_dropout=config.prompt_dropout,
+        reference_dropout=config.reference_dropout,
+        excluded_keys=excluded_keys_of(config),
+        augmentation=Augmentation(enabled=config.augment_reference),
+    )
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=config.num_workers,
+        persistent_workers=False,
+        prefetch_factor=2 if config.num_workers > 0 else None,
+    )

@@ -1,0 +1,83 @@
+"""TrainConfig and check_shards: clear errors for the values a user gets wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from train_helpers import write_shard_set
+
+from cafe_train import TrainConfig, check_shards
+
+
+def config(shards: list[Path], tmp_path: Path, **overrides) -> TrainConfig:
+    return TrainConfig(shards=shards, output_dir=tmp_path / "run", preset="tiny", **overrides)
+
+
+def test_valid_config_normalizes_paths(four_triples: Path, tmp_path: Path) -> None:
+    made = TrainConfig(shards=[str(four_triples)], output_dir=str(tmp_path / "run"), preset="tiny")
+    assert made.shards == [four_triples]
+    assert made.output_dir == tmp_path / "run"
+
+
+def test_unknown_preset_names_it_and_the_known_ones(four_triples: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown model preset 'huge'.*tiny"):
+        TrainConfig(shards=[four_triples], output_dir=tmp_path, preset="huge")
+
+
+def test_batch_size_zero_is_refused(four_triples: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"batch_size=0: must be an integer >= 1"):
+        config([four_triples], tmp_path, batch_size=0)
+
+
+@pytest.mark.parametrize("resolution", [60, 0, 513])
+def test_resolution_not_divisible_by_8_is_refused(four_triples: Path, tmp_path: Path, resolution: int) -> None:
+    with pytest.raises(ValueError, match=rf"resolution_px={resolution}: must be a positive multiple of 8"):
+        config([four_triples], tmp_path, resolution_px=resolution)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mixed_precision", "fp8", "mixed_precision='fp8': must be one of no, fp16, bf16"),
+        ("prompt_dropout", 1.5, "prompt_dropout=1.5: must be a probability"),
+        ("grad_accum_steps", 0, "grad_accum_steps=0"),
+        ("lr", 0.0, "lr=0.0: must be > 0"),
+        ("lr_schedule", "step", "lr_schedule='step'"),
+    ],
+)
+def test_bad_values_are_named(four_triples: Path, tmp_path: Path, field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        config([four_triples], tmp_path, **{field: value})
+
+
+def test_missing_shard_folder_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match=r"shard set '.*nowhere': no such folder"):
+        config([missing], tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        check_shards([missing])
+
+
+def test_check_shards_counts_samples(four_triples: Path, tmp_path: Path) -> None:
+    other = write_shard_set(tmp_path / "other", range(10, 13))
+    assert check_shards([four_triples, other]) == 7
+
+
+def test_shard_set_failing_validation_is_named(tmp_path: Path) -> None:
+    root = write_shard_set(tmp_path / "broken", range(4))
+    tar = sorted(root.glob("*.tar"))[0]
+    tar.write_bytes(tar.read_bytes()[:-1024])  # truncated after the index was written
+    with pytest.raises(ValueError, match=r"shard set '.*broken' fails validation .*cafe shards validate"):
+        check_shards([root])
+
+
+def test_folder_that_is_not_a_shard_set_is_named(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"shard set '.*empty'"):
+        check_shards([tmp_path / "empty"])
+
+
+def test_malformed_excluded_key_is_refused(four_triples: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not-a-key"):
+        config([four_triples], tmp_path, excluded_keys=["not-a-key"])
