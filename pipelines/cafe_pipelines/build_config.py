@@ -1,7 +1,7 @@
 """Typed configuration of the build-triples job, its recipes, and YAML / `--set` overrides.
 
 config = build_recipe("tiny", input="photos/", output="out/triples")
-config = apply_overrides(config, load_yaml("job.yaml"))            # --config job.yaml
+config = apply_overrides(config, load_yaml("job.yaml"))            # --config job.yaml (cafe_core.settings)
 config = apply_overrides(config, parse_sets(["gates.min_box_score=0.3"]))   # --set ...
 """
 
@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from cafe_core.layout import check_prefix
 from cafe_core.shardset import parse_mode
@@ -88,6 +85,10 @@ class BuildConfig:
     reference_margin: float = DEFAULT_MARGIN
     gates: GateConfig = field(default_factory=GateConfig)
     resources: Resources = field(default_factory=Resources)
+    # Object-store memory Ray Data may fill with rows waiting between stages. None: sized from
+    # the batch sizes and max_side_px (a few batches per actor). Without a bound Ray Data lets
+    # the fast decode stage run ahead up to half the object store, so memory grows with the input.
+    buffer_mb: int | None = None
 
     def __post_init__(self) -> None:
         get_preset(self.preset)  # an unknown preset fails here, listing the known ones
@@ -97,6 +98,8 @@ class BuildConfig:
             raise ValueError("input and output are required (--input SRC --output DIR)")
         if self.inputs_per_shard < 1:
             raise ValueError(f"inputs_per_shard: {self.inputs_per_shard} must be >= 1")
+        if self.buffer_mb is not None and self.buffer_mb < 1:
+            raise ValueError(f"buffer_mb: {self.buffer_mb} must be >= 1 (or unset, to size it from the batches)")
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"dtype: {self.dtype!r} is not one of {', '.join(MODEL_DTYPES)}")
         if self.max_side_px < 32:
@@ -156,28 +159,6 @@ def _replace(obj: Any, values: dict[str, Any], where: str) -> Any:
 def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConfig:
     """`config` with nested `overrides` ({"gates": {"min_box_score": 0.3}}) applied and validated."""
     return _replace(config, overrides, "") if overrides else config
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of settings at the top level")
-    return values
-
-
-def parse_sets(assignments: list[str]) -> dict[str, Any]:
-    """`["gates.min_box_score=0.3", "resources.caption.concurrency=2"]` -> nested dict; values are YAML."""
-    result: dict[str, Any] = {}
-    for assignment in assignments:
-        name, sep, raw = assignment.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--set {assignment!r}: expected KEY=VALUE, e.g. gates.min_box_score=0.3")
-        node = result
-        *parents, leaf = name.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
-    return result
 
 
 def config_dict(config: BuildConfig) -> dict[str, Any]:

@@ -113,6 +113,16 @@ def _threads(resources: StageResources) -> int:
     return max(1, round(resources.num_cpus))
 
 
+def buffer_bytes(config: BuildConfig) -> int:
+    """The object-store budget for rows between stages: `buffer_mb`, or room for four batches per
+    actor of rows at the largest decoded size (RGB pixels plus a mask), at least 64 MB."""
+    if config.buffer_mb is not None:
+        return config.buffer_mb * 1_000_000
+    r = config.resources
+    rows = sum(s.batch_size * s.concurrency for s in (r.decode, r.caption, r.ground, r.segment, r.compose))
+    return max(64_000_000, 4 * rows * 4 * config.max_side_px**2)
+
+
 def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
     """The Ray Data pipeline over input rows (not executed until iterated)."""
     import ray
@@ -284,6 +294,9 @@ def build_triples(config: BuildConfig, on_progress: Callable[[int, int], None] |
 
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
+        # Streaming with flat memory: a bounded buffer backpressures the stages that run ahead.
+        limits = context.execution_options.resource_limits
+        context.execution_options.resource_limits = limits.copy(object_store_memory=buffer_bytes(config))
         context.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         rows = [{**dataclasses.asdict(ref), "partition": p} for p, (_, refs) in enumerate(partitions) for ref in refs]

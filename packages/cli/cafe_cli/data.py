@@ -39,7 +39,8 @@ def build(
     ] = None,
 ) -> None:
     """Caption, ground, segment, gate and compose (reference, prompt, target) triples into shards."""
-    from cafe_pipelines.build_config import apply_overrides, build_recipe, load_yaml, parse_sets
+    from cafe_core.settings import load_yaml, parse_sets
+    from cafe_pipelines.build_config import apply_overrides, build_recipe
     from cafe_pipelines.build_triples import build_triples
 
     try:

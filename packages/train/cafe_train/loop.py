@@ -20,6 +20,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,17 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig) -> TrainResult:
+CheckpointHook = Callable[[int, Path | None, dict[str, float]], None]
+
+
+def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -> TrainResult:
     """Train `config.preset`'s trainable parameters on `config.shards`; resume from `config.output_dir` if it
-    holds a checkpoint. Returns the losses of the steps this call ran."""
+    holds a checkpoint. Returns the losses of the steps this call ran.
+
+    `on_checkpoint(step, path, metrics)` runs on every rank after each checkpoint step, once all ranks are
+    there: `path` is the checkpoint folder on the main process and None on the others, `metrics` holds
+    the step's `loss`. Launchers use it to report checkpoints (Ray Train's `ray.train.report` must be
+    called by every worker)."""
     num_samples = check_shards(config.shards)
     # accelerate keeps its precision and accumulation settings in process-wide singletons that refuse
     # a change: a second run in this process (a test, the training service) starts from a clean state.
@@ -209,9 +218,12 @@ def train(config: TrainConfig) -> TrainResult:
                 }
                 with open(metrics_path, "a") as metrics:
                     metrics.write(json.dumps(record) + "\n")
-            if (step % config.checkpoint_every == 0 or step == config.max_steps) and accelerator.is_main_process:
-                result.last_checkpoint = save()
-            accelerator.wait_for_everyone()
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
+                saved = save() if accelerator.is_main_process else None
+                result.last_checkpoint = saved or result.last_checkpoint
+                accelerator.wait_for_everyone()
+                if on_checkpoint is not None:
+                    on_checkpoint(step, saved, {"loss": step_loss})
     finally:
         stream.close()
     result.last_step = step
