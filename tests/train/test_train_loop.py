@@ -10,25 +10,12 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
+from train_helpers import tiny_config
 
 from cafe_model.load import load_model
-from cafe_train import TrainConfig, list_checkpoints, train
+from cafe_train import list_checkpoints, train
+from cafe_train.checkpoint import EMA_NAME
 from cafe_train.loop import diffusion_loss, diffusion_target, lr_lambda
-
-
-def tiny_config(shards: Path, run_dir: Path, model_cache: Path, **overrides) -> TrainConfig:
-    options = {
-        "resolution_px": 32,
-        "batch_size": 2,
-        "num_workers": 0,
-        "shuffle_buffer": 4,
-        "lr": 1e-3,
-        "checkpoint_every": 5,
-        "keep_checkpoints": 2,
-        "model_cache_dir": model_cache,
-        **overrides,
-    }
-    return TrainConfig(shards=[shards], output_dir=run_dir, preset="tiny", **options)
 
 
 def test_lr_schedule_warms_up_then_holds_or_decays(tmp_path: Path, four_triples: Path) -> None:
@@ -64,13 +51,19 @@ def test_target_is_noise_or_velocity_by_prediction_type() -> None:
         diffusion_target(DDPMScheduler(prediction_type="sample"), latents, noise, timesteps)
 
 
+# The loop's optional parts ride along in a second run: the EMA is checkpointed and restored, validation
+# (at the checkpoint steps, where a resume would expose any RNG draw it made) must not shift the streams.
+WITH_EXTRAS = {"ema_decay": 0.9, "min_snr_gamma": 5.0, "validate_every": 5, "validation_steps": 2}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("extras", [{}, WITH_EXTRAS], ids=["plain", "ema-validation-min-snr"])
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(
-    tmp_path: Path, four_triples: Path, model_cache: Path
+    tmp_path: Path, four_triples: Path, model_cache: Path, extras: dict[str, object]
 ) -> None:
     """Killed after step 5 (max_steps=5), resumed to 15: steps 6..15 match an uninterrupted run."""
     # Dropout, augmentation, the shuffle buffer and epochs of 2 batches all draw from RNGs a resume must restore.
-    options = {"reference_dropout": 0.3, "prompt_dropout": 0.3, "epoch_samples": 4, "grad_accum_steps": 2}
+    options = {"reference_dropout": 0.3, "prompt_dropout": 0.3, "epoch_samples": 4, "grad_accum_steps": 2, **extras}
     whole = train(tiny_config(four_triples, tmp_path / "whole", model_cache, max_steps=15, **options))
     first = train(tiny_config(four_triples, tmp_path / "split", model_cache, max_steps=5, **options))
     rest = train(tiny_config(four_triples, tmp_path / "split", model_cache, max_steps=15, **options))
@@ -85,6 +78,14 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(
     assert split_weights.keys() == whole_weights.keys()
     for name, tensor in whole_weights.items():
         torch.testing.assert_close(split_weights[name], tensor, rtol=0, atol=1e-6)
+    if "ema_decay" in extras:
+        split_ema, whole_ema = load_file(rest.last_checkpoint / EMA_NAME), load_file(whole.last_checkpoint / EMA_NAME)
+        assert split_ema.keys() == whole_ema.keys() == whole_weights.keys()
+        for name, tensor in whole_ema.items():
+            torch.testing.assert_close(split_ema[name], tensor, rtol=0, atol=1e-6)
+    if "validate_every" in extras:
+        names = ["step-000005.png", "step-000010.png", "step-000015.png"]
+        assert sorted(p.name for p in (tmp_path / "split" / "validation").iterdir()) == names
 
 
 @pytest.mark.slow

@@ -137,3 +137,15 @@ def test_temporaries_of_killed_builders_are_removed(tmp_path):
     os.utime(stale, (0, 0))  # last touched in 1970: its builder is long dead
     assert cached_build("model", {"size": 1}, lambda folder: None, cache_dir=tmp_path).name == final_name
     assert {path.name for path in tmp_path.iterdir()} == {final_name, live.name}
+
+
+def test_a_build_that_leaves_a_component_empty_is_refused_and_not_cached(tmp_path: Path) -> None:
+    # What transformers 5 does on a rank > 0 once torch.distributed is up: the folder, no files.
+    def build(folder: Path) -> None:
+        (folder / "unet").mkdir()
+        (folder / "unet" / "config.json").write_text("{}")
+        (folder / "text_encoder").mkdir()
+
+    with pytest.raises(RuntimeError, match="text_encoder empty"):
+        cached_build("half-built", {"size": 1}, build, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither the final folder nor a temporary is left

@@ -2,12 +2,17 @@
 
     RUN/checkpoints/step-000010/
         trainable.safetensors   the trainable tensors only (projector + reference k/v), by parameter name
+        ema.safetensors         runs with ema_decay only: the EMA of the same tensors, same names
         optimizer.pt            AdamW state
         scheduler.pt            learning-rate schedule state
         grad_scaler.pt          fp16 runs only: the loss scaler's state
         state.pt                step, data position (epoch, batches done in it), RNG states (python, numpy,
                                 torch, the loop's noise generator)
         config.json             the config the run was started with (for people; resume does not read it)
+
+Which weights to sample with: the EMA when the checkpoint has one, else the trainable tensors;
+`inference_weights(path)` picks them, for `model.load_trainable_state_dict`. (The trainable tensors
+are what the optimizer state belongs to: a resume continues from them and restores the EMA beside them.)
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a folder named
 `step-*` is always complete; `latest_checkpoint` ignores anything else.
@@ -30,20 +35,45 @@ from safetensors.torch import load_file, save_file
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAINABLE_NAME = "trainable.safetensors"
+EMA_NAME = "ema.safetensors"
 STEP_PATTERN = re.compile(r"^step-(\d{6,})$")
 
 
 @dataclass
 class TrainingState:
-    """Everything besides tensors that a resume needs."""
+    """Everything besides tensors that a resume needs. `rank_rngs[r]` is rank r's `capture_rngs(...)`:
+    every rank draws its own noise, so each keeps its own stream across a resume."""
 
     step: int
     epoch: int
     batches_done: int
-    noise_generator_state: torch.Tensor
-    python_rng: Any = None
-    numpy_rng: Any = None
-    torch_rng: torch.Tensor | None = None
+    rank_rngs: list[dict[str, Any]]
+
+
+def capture_rngs(noise_generator: torch.Generator) -> dict[str, Any]:
+    """This process's RNG states: python, numpy, torch's global one and the loop's noise generator."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "noise": noise_generator.get_state(),
+    }
+
+
+def restore_rngs(state: TrainingState, rank: int, world_size: int, noise_generator: torch.Generator) -> bool:
+    """Restore rank `rank`'s RNG states; True when the resume is exact. A run resumed with another
+    number of processes than it was saved with gets rank 0's global states and a noise stream reseeded
+    from the step and rank (distinct per rank, equally valid, not the uninterrupted run's)."""
+    exact = len(state.rank_rngs) == world_size
+    saved = state.rank_rngs[rank if exact else 0]
+    random.setstate(saved["python"])
+    np.random.set_state(saved["numpy"])
+    torch.set_rng_state(saved["torch"])
+    if exact:
+        noise_generator.set_state(saved["noise"])
+    else:
+        noise_generator.manual_seed(int(noise_generator.initial_seed()) + 7919 * state.step + rank)
+    return exact
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
@@ -74,23 +104,24 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     keep: int = 3,
     grad_scaler: torch.amp.GradScaler | None = None,
+    ema: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write `step-{state.step:06d}` atomically, then delete all but the newest `keep` checkpoints."""
+    """Write `step-{state.step:06d}` atomically, then delete all but the newest `keep` checkpoints.
+
+    `ema`: the EMA of the trainable tensors (`ParameterEMA.state_dict()`), written as ema.safetensors."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state.step:06d}"
     temp = root / f".{final.name}.{os.getpid()}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
-    # Cloned and contiguous: `trainable_state_dict` shares memory with the live parameters.
-    save_file({name: t.detach().to("cpu").clone().contiguous() for name, t in trainable.items()}, temp / TRAINABLE_NAME)
+    save_file(_to_cpu(trainable), temp / TRAINABLE_NAME)
+    if ema is not None:
+        save_file(_to_cpu(ema), temp / EMA_NAME)
     torch.save(optimizer.state_dict(), temp / "optimizer.pt")
     torch.save(scheduler.state_dict(), temp / "scheduler.pt")
     if grad_scaler is not None:  # fp16 only: the loss scale is part of the optimizer's state
         torch.save(grad_scaler.state_dict(), temp / "grad_scaler.pt")
-    state.python_rng = random.getstate()
-    state.numpy_rng = np.random.get_state()
-    state.torch_rng = torch.get_rng_state()
     torch.save(asdict(state), temp / "state.pt")
     (temp / "config.json").write_text(json.dumps(config or {}, indent=1, sort_keys=True, default=str))
     if final.exists():  # a rerun of the same step: replace it
@@ -101,6 +132,11 @@ def save_checkpoint(
     return final
 
 
+def _to_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Cloned and contiguous: `trainable_state_dict` shares memory with the live parameters.
+    return {name: t.detach().to("cpu").clone().contiguous() for name, t in tensors.items()}
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -108,8 +144,8 @@ def load_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     grad_scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[dict[str, torch.Tensor], TrainingState]:
-    """Load optimizer and scheduler state in place and restore the global RNGs; returns the trainable
-    tensors (for `model.load_trainable_state_dict`) and the training state."""
+    """Load optimizer and scheduler state in place; returns the trainable tensors (for
+    `model.load_trainable_state_dict`) and the training state (its RNGs go back with `restore_rngs`)."""
     path = Path(path)
     missing = [n for n in (TRAINABLE_NAME, "optimizer.pt", "scheduler.pt", "state.pt") if not (path / n).is_file()]
     if missing:
@@ -120,7 +156,24 @@ def load_checkpoint(
     if grad_scaler is not None and (path / "grad_scaler.pt").is_file():
         grad_scaler.load_state_dict(torch.load(path / "grad_scaler.pt", weights_only=True))
     state = TrainingState(**torch.load(path / "state.pt", weights_only=False))
-    random.setstate(state.python_rng)
-    np.random.set_state(state.numpy_rng)
-    torch.set_rng_state(state.torch_rng)
     return trainable, state
+
+
+def load_ema(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The checkpoint's EMA tensors, or None when it has none (a run without ema_decay)."""
+    ema_path = Path(path) / EMA_NAME
+    return load_file(ema_path) if ema_path.is_file() else None
+
+
+def inference_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights to generate with from a checkpoint: its EMA when present, else its trainable tensors.
+
+        model.load_trainable_state_dict(inference_weights(latest_checkpoint(run_dir)))
+    """
+    path = Path(path)
+    ema = load_ema(path)
+    if ema is not None:
+        return ema
+    if not (path / TRAINABLE_NAME).is_file():
+        raise FileNotFoundError(f"checkpoint {path}: missing {TRAINABLE_NAME}")
+    return load_file(path / TRAINABLE_NAME)

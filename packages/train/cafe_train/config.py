@@ -9,6 +9,7 @@ it and what is allowed; a missing shard folder raises FileNotFoundError. `check_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,10 @@ class TrainConfig:
     prompt_dropout: float = 0.05
     reference_dropout: float = 0.05
     mask_loss_weight: float = 1.0
+    # Min-SNR-gamma loss weighting (Hang et al. 2023); None = every timestep weighs 1. 5 is the paper's value.
+    min_snr_gamma: float | None = None
+    # EMA of the trainable parameters, updated after every optimizer step; None = no EMA. E.g. 0.999.
+    ema_decay: float | None = None
     shuffle_buffer: int = 1000
     num_workers: int = 2
     epoch_samples: int | None = None
@@ -50,6 +55,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 1
+    # Validation grids (RUN/validation/step-NNNNNN.png): None = never. References are the first
+    # `validation_samples` unflagged triples of the first shard set, each generated
+    # `validation_images_per_reference` times in `validation_steps` DDIM steps at resolution_px.
+    validate_every: int | None = None
+    validation_samples: int = 2
+    validation_images_per_reference: int = 2
+    validation_steps: int = 10
     mixed_precision: str = "no"
     model_cache_dir: Path | None = None
 
@@ -82,6 +94,21 @@ class TrainConfig:
         _at_least("log_every", self.log_every, 1)
         if self.epoch_samples is not None:
             _at_least("epoch_samples", self.epoch_samples, 1)
+        if self.validate_every is not None:
+            _at_least("validate_every", self.validate_every, 1)
+        _at_least("validation_samples", self.validation_samples, 1)
+        _at_least("validation_images_per_reference", self.validation_images_per_reference, 1)
+        _at_least("validation_steps", self.validation_steps, 1)
+        if self.ema_decay is not None and not (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
+            raise ValueError(
+                f"ema_decay={self.ema_decay!r}: must be a number in (0, 1), e.g. 0.999, or None for no EMA"
+            )
+        gamma = self.min_snr_gamma
+        if gamma is not None and not (_is_number(gamma) and 0 < gamma < math.inf):
+            raise ValueError(
+                f"min_snr_gamma={gamma!r}: must be a finite number > 0, e.g. 5.0 (Hang et al.),"
+                " or None to weigh every timestep 1"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr!r}: must be > 0")
         if self.weight_decay < 0:
@@ -106,6 +133,11 @@ class TrainConfig:
 def _at_least(name: str, value: int, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")
+
+
+def _is_number(value: object) -> bool:
+    # bool is an int; a YAML `true` is not a decay. NaN fails every comparison, so the callers' ranges refuse it.
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_shards(dirs: Sequence[str | Path]) -> int:

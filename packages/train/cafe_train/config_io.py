@@ -39,8 +39,15 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     if required:
         raise ValueError(f"missing required training setting(s): {', '.join(required)} (e.g. --set {required[0]}=...)")
     hints = typing.get_type_hints(TrainConfig)
-    coerced = {name: _as_float(name, value) if hints[name] is float else value for name, value in values.items()}
+    coerced = {
+        name: _as_float(name, value) if _takes_float(hints[name], value) else value for name, value in values.items()
+    }
     return TrainConfig(**coerced)
+
+
+def _takes_float(hint: Any, value: Any) -> bool:
+    # `float | None` fields (ema_decay, min_snr_gamma) take a number too; None stays None.
+    return hint is float or (hint == float | None and value is not None)
 
 
 def _as_float(name: str, value: Any) -> Any:

@@ -8,15 +8,25 @@ checkpoint there (weights, optimizer, schedule, RNGs and data position), reprodu
 uninterrupted run would have logged (bit for bit on CPU with the same num_workers and world size).
 
 Each optimizer step: DDPM noise at a uniform timestep, the model's prediction against the noise
-(or the velocity for v-prediction bases), MSE optionally weighted up on the subject mask, AdamW over
-`model.trainable_parameters()` only, gradient clipping, a linear warmup then a constant or cosine
-schedule. `RUN/metrics.jsonl` gets one line per logged step: step, loss, lr, grad_norm,
-samples_per_s, data_wait_share.
+(or the velocity for v-prediction bases), MSE optionally weighted up on the subject mask and by
+min-SNR-gamma per timestep (`cafe_train.loss`), AdamW over `model.trainable_parameters()` only,
+gradient clipping, a linear warmup then a constant or cosine schedule, then (with `ema_decay`) an
+update of the EMA of the trainable parameters (`cafe_train.ema`).
+
+What a run writes under `RUN/` (= `config.output_dir`), from the main process:
+
+    metrics.jsonl, tensorboard/   every `log_every` steps: loss, lr, grad_norm, samples_per_s, data_wait_share
+                                  (`cafe_train.metrics_log`; `tensorboard --logdir RUN/tensorboard`)
+    checkpoints/step-NNNNNN/      every `checkpoint_every` steps and at the end (`cafe_train.checkpoint`)
+    validation/step-NNNNNN.png    every `validate_every` steps: references | generations with the current
+                                  (not EMA) weights, also a TensorBoard image (`cafe_train.validation`)
+
+To generate from a checkpoint, load the EMA weights when it has them (runs with `ema_decay`), else the
+trainable ones: `model.load_trainable_state_dict(cafe_train.checkpoint.inference_weights(path))`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -27,18 +37,32 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import gather_object
 from diffusers import DDPMScheduler
 from torch.optim.lr_scheduler import LambdaLR
 
 from cafe_model.load import load_model
-from cafe_train.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
+from cafe_train.checkpoint import (
+    TrainingState,
+    capture_rngs,
+    latest_checkpoint,
+    load_checkpoint,
+    load_ema,
+    restore_rngs,
+    save_checkpoint,
+)
 from cafe_train.config import TrainConfig, check_shards
+from cafe_train.ema import ParameterEMA
 from cafe_train.loader import build_loader
+from cafe_train.loss import diffusion_loss, diffusion_target, min_snr_weights
+from cafe_train.metrics_log import METRICS_NAME, MetricsLog
+from cafe_train.rank_record import RankRecorder
+from cafe_train.validation import Validation
 
-METRICS_NAME = "metrics.jsonl"
+# diffusion_loss, diffusion_target and METRICS_NAME moved out with their concepts; importable from here still.
+__all__ = ["METRICS_NAME", "CheckpointHook", "TrainResult", "diffusion_loss", "diffusion_target", "lr_lambda", "train"]
 
 
 @dataclass
@@ -69,30 +93,6 @@ def lr_lambda(config: TrainConfig) -> Any:
     return factor
 
 
-def diffusion_loss(
-    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, mask_weight: float
-) -> torch.Tensor:
-    """MSE; with a mask and `mask_weight` != 1 the subject's latent cells weigh `mask_weight` times the rest."""
-    error = F.mse_loss(prediction.float(), target.float(), reduction="none")
-    if mask is None or mask_weight == 1.0:
-        return error.mean()
-    weights = 1.0 + (mask_weight - 1.0) * mask.to(error.dtype)
-    weights = weights.expand_as(error)
-    return (error * weights).sum() / weights.sum()
-
-
-def diffusion_target(
-    noise_scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-) -> torch.Tensor:
-    """What the UNet learns to predict: the noise (epsilon bases, SD 1.5) or the velocity (v-prediction, SD 2.1)."""
-    prediction_type = noise_scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return noise_scheduler.get_velocity(latents, noise, timesteps)
-    raise ValueError(f"prediction_type={prediction_type!r} is not supported for training; use epsilon or v_prediction")
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -121,6 +121,9 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
         gradient_accumulation_steps=config.grad_accum_steps,
     )
     rank = accelerator.process_index
+    # Grids come from the main process only (every rank holds the same weights); its references are read
+    # now, so a set with none to show fails before any model loads.
+    validation = Validation(config) if accelerator.is_main_process and config.validate_every is not None else None
     _seed_everything(config.seed)  # the same fresh projector on every rank
     model = load_model(config.preset, device=accelerator.device, cache_dir=config.model_cache_dir)
     model.train()
@@ -143,15 +146,24 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
 
     run_dir = config.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    recorder = RankRecorder.from_env(run_dir, rank, accelerator.num_processes)  # $CAFE_TRAIN_RECORD_RANKS
     resume_from = latest_checkpoint(run_dir)
     if resume_from is not None:
         trainable, state = load_checkpoint(
             resume_from, optimizer=optimizer, scheduler=scheduler, grad_scaler=accelerator.scaler
         )
         model.load_trainable_state_dict(trainable)
-        noise_generator.set_state(state.noise_generator_state)
+        restore_rngs(state, rank, accelerator.num_processes, noise_generator)
         step, epoch, batches_done = state.step, state.epoch, state.batches_done
     first_step = step
+    ema = None
+    if config.ema_decay is not None:
+        # Starts from the weights training starts from: fresh, or resumed (a checkpoint of a run that had
+        # no EMA yet starts it there); a checkpoint's own EMA replaces that, so a resume is exact.
+        ema = ParameterEMA(model.named_trainable_parameters(), config.ema_decay)
+        saved_ema = load_ema(resume_from) if resume_from is not None else None
+        if saved_ema is not None:
+            ema.load_state_dict(saved_ema)
     # The schedule is not prepared: accelerate would step it once per process, and its steps here are
     # optimizer steps, whatever the number of processes.
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -159,16 +171,17 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
     result = TrainResult(run_dir=run_dir, first_step=first_step, last_step=step)
     config_record = asdict(config)
 
-    def save() -> Path:
+    def save(rank_rngs: list[dict[str, Any]]) -> Path:
         return save_checkpoint(
             run_dir,
             trainable=core.trainable_state_dict(),
             optimizer=optimizer,
             scheduler=scheduler,
-            state=TrainingState(step, epoch, batches_done, noise_generator.get_state()),
+            state=TrainingState(step, epoch, batches_done, rank_rngs),
             config=config_record,
             keep=config.keep_checkpoints,
             grad_scaler=accelerator.scaler,
+            ema=ema.state_dict() if ema is not None else None,
         )
 
     def batches():
@@ -178,7 +191,8 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
             yield from loader
             epoch, batches_done = epoch + 1, 0
 
-    metrics_path = run_dir / METRICS_NAME
+    # Logs come from the main process only, like the grids.
+    log = MetricsLog(run_dir, resume_step=first_step) if accelerator.is_main_process else None
     stream = batches()
     try:
         while step < config.max_steps:
@@ -187,6 +201,7 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
             for _ in range(config.grad_accum_steps):
                 wait_start = time.perf_counter()
                 batch = next(stream)
+                recorder.saw(batch["keys"])
                 wait_s += time.perf_counter() - wait_start
                 batches_done += 1
                 samples += len(batch["keys"])
@@ -204,31 +219,43 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
                     optimizer.zero_grad(set_to_none=True)
                 micro_losses.append(loss.detach().float().item())
             step += 1
+            if ema is not None:
+                ema.update(core.named_trainable_parameters())
             step_loss = float(np.mean(micro_losses))
             result.losses.append(step_loss)
             step_s = time.perf_counter() - step_start
-            if accelerator.is_main_process and step % config.log_every == 0:
-                record = {
-                    "step": step,
-                    "loss": step_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "samples_per_s": samples * accelerator.num_processes / step_s,
-                    "data_wait_share": wait_s / step_s,
-                }
-                with open(metrics_path, "a") as metrics:
-                    metrics.write(json.dumps(record) + "\n")
+            if log is not None and step % config.log_every == 0:
+                log.scalars(
+                    step,
+                    {
+                        "loss": step_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                        "samples_per_s": samples * accelerator.num_processes / step_s,
+                        "data_wait_share": wait_s / step_s,
+                    },
+                )
             if step % config.checkpoint_every == 0 or step == config.max_steps:
-                saved = save() if accelerator.is_main_process else None
+                # Every rank's RNGs go into the checkpoint (a collective: all ranks take part).
+                rank_rngs = gather_object([capture_rngs(noise_generator)])
+                saved = save(rank_rngs) if accelerator.is_main_process else None
                 result.last_checkpoint = saved or result.last_checkpoint
                 accelerator.wait_for_everyone()
                 if on_checkpoint is not None:
                     on_checkpoint(step, saved, {"loss": step_loss})
+            # After the checkpoint, so a failed generation loses no training. The other ranks run on to
+            # the next step's gradient sync and wait there (seconds, far below the process group timeout).
+            if validation is not None and step % config.validate_every == 0:
+                _, grid = validation(core, step)
+                log.image("validation", step, grid)
     finally:
         stream.close()
+        if log is not None:
+            log.close()
     result.last_step = step
     if result.last_checkpoint is None:
         result.last_checkpoint = latest_checkpoint(run_dir)
+    recorder.write(first_step, step, core.trainable_state_dict())
     return result
 
 
@@ -259,7 +286,10 @@ def _micro_step(
     target = diffusion_target(noise_scheduler, latents, noise, timesteps)
     prediction = model(noisy_latents, timesteps, text_tokens, features)
     mask = batch["mask"].to(device) if config.mask_loss_weight != 1.0 else None
-    return diffusion_loss(prediction, target, mask, config.mask_loss_weight)
+    snr_weights = None
+    if config.min_snr_gamma is not None:
+        snr_weights = min_snr_weights(noise_scheduler, timesteps, config.min_snr_gamma)
+    return diffusion_loss(prediction, target, mask, config.mask_loss_weight, snr_weights)
 
 
 def _generator_for(generator: torch.Generator, device: torch.device) -> torch.Generator | None:

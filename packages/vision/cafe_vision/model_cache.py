@@ -61,6 +61,7 @@ def cached_build(
     temporary.mkdir()
     try:
         build(temporary)
+        _check_complete(temporary, name)
         (temporary / "cafe_recipe.json").write_text(json.dumps(recipe, sort_keys=True, indent=2, default=str))
         try:
             temporary.rename(final)
@@ -72,6 +73,18 @@ def cached_build(
         if temporary.exists():
             shutil.rmtree(temporary, ignore_errors=True)
     return final
+
+
+def _check_complete(folder: Path, name: str) -> None:
+    """Refuse a build with an empty component folder rather than cache it for every later run."""
+    empty = sorted(d.name for d in folder.rglob("*") if d.is_dir() and not any(d.iterdir()))
+    if empty:
+        # transformers 5 saves only on torch.distributed rank 0 once a process group exists.
+        raise RuntimeError(
+            f"building model {name!r} left {', '.join(empty)} empty; if this is a rank > 0 of a distributed run,"
+            " build the model cache before the process group starts (the cafe launchers do), e.g. run"
+            " `cafe train run` for one step or load the preset once in a single process"
+        )
 
 
 def _remove_stale_temporaries(root: Path, final_name: str) -> None:
