@@ -1,8 +1,11 @@
 """The `cafe` command.
 
-    cafe demo                      the data engine on bundled photos (tiny preset), stats, a grid
+    cafe demo                      the whole loop on bundled photos (tiny preset): data, a grid, training, an image
     cafe data build --input SRC --output DIR [--preset tiny|medium|base|large] [--mode ...]
     cafe shards ls|stats|show|validate|grid|index DIR
+    cafe train run --shards DIR --output RUN [--preset tiny] [--config run.yaml] [--set KEY=VALUE ...]
+    cafe train launch --backend ray|accelerate --num-workers N --shards DIR --output RUN [...] [--gpu]
+    cafe generate --checkpoint RUN --reference IMG --prompt TEXT --out PNG [--steps 30] [--seed 0] [...]
     cafe inspect serve DIR [--host 127.0.0.1] [--port 8765] [--token TOKEN]
 
 Run `cafe --help` or `cafe COMMAND --help`.
@@ -15,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from cafe_cli import data, inspect, shards
+from cafe_cli import data, generate, inspect, shards, train
 from cafe_cli.console import out
 
 app = typer.Typer(
@@ -26,7 +29,9 @@ app = typer.Typer(
 )
 app.add_typer(shards.app, name="shards")
 app.add_typer(data.app, name="data")
+app.add_typer(train.app, name="train")
 app.add_typer(inspect.app, name="inspect")
+app.command("generate")(generate.generate)
 
 
 @app.command()
@@ -35,8 +40,10 @@ def demo(
         Path, typer.Option("--output", "-o", help="folder for the demo's photos, shards and pictures")
     ] = Path("demo-output"),
 ) -> None:
-    """Run the data engine on photos bundled with scikit-image (tiny preset), then show the shards."""
-    from cafe_cli.demo import TINY_WARNING, write_demo_inputs
+    """The whole loop on photos bundled with scikit-image (tiny preset): build and show shards, train, generate."""
+    import shutil
+
+    from cafe_cli.demo import DEMO_TRAIN_SETS, TINY_WARNING, demo_reference, write_demo_inputs
 
     photos, shard_dir = output / "photos", (output / "shards").resolve()
     write_demo_inputs(photos)
@@ -49,7 +56,24 @@ def demo(
     shards.validate(shard_dir, fast=False, workers=1, as_json=False, max_shown=20)
     out.rule(f"cafe shards grid {shard_dir}")
     shards.grid(shard_dir, count=16, seed=0, columns=3, output=output / "grid.png")
-    out.print("[yellow]Reminder: tiny-preset captions and masks are random, not meaningful.[/]")
+
+    run_dir = (output / "run").resolve()
+    # The shards were just rebuilt, so an earlier demo's run is stale: start it over rather than resume it.
+    shutil.rmtree(run_dir, ignore_errors=True)
+    sets = " ".join(f"--set {s}" for s in DEMO_TRAIN_SETS)
+    # The commands are long: the rule names the step, the line below gives the whole command to copy.
+    out.rule("cafe train run")
+    out.print(f"cafe train run --shards {shard_dir} --output {run_dir} --preset tiny {sets}", highlight=False)
+    train.run(shards=[shard_dir], output=run_dir, preset="tiny", config=None, sets=DEMO_TRAIN_SETS)
+
+    reference, prompt = demo_reference(shard_dir, output / "reference.png")
+    generated = output / "generated.png"
+    out.rule("cafe generate")
+    command = f'cafe generate --checkpoint {run_dir} --reference {reference} --prompt "{prompt}" --out {generated}'
+    out.print(command, highlight=False)
+    generate.generate(checkpoint=run_dir, reference=reference, prompt=prompt, out_path=generated, device="cpu")
+
+    out.print("[yellow]Reminder: with the tiny preset, captions, masks and the generated image are random.[/]")
     out.print(f"Next: `cafe shards ls {shard_dir} --keys` lists keys, `cafe shards show {shard_dir} KEY` shows one.")
 
 

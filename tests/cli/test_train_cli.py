@@ -1,0 +1,214 @@
+"""`cafe train run|launch` and `cafe generate` on tiny real shard sets and the tiny preset.
+
+The model cache is private to the module (CAFE_MODEL_CACHE), so ~/.cache is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from factories import make_triple, ok_input
+from PIL import Image
+from typer.testing import CliRunner
+
+from cafe_cli.main import app
+from cafe_core import ShardSet
+
+runner = CliRunner()
+TINY_TRAINING = [
+    "--set",
+    "max_steps=3",
+    "--set",
+    "resolution_px=32",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "num_workers=0",
+    "--set",
+    "shuffle_buffer=4",
+    "--set",
+    "checkpoint_every=3",
+]
+
+
+def cafe(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Random presets are built into this module's own cache; one torch thread (tiny models are all overhead)."""
+    cache = tmp_path_factory.mktemp("models")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CAFE_MODEL_CACHE", str(cache))
+        yield cache
+    torch.set_num_threads(threads)
+
+
+def write_set(root: Path, count: int) -> Path:
+    with ShardSet(root).writer(mode="overwrite", fsync=False, max_samples=2) as writer:
+        for index in range(count):
+            triple = make_triple(index)
+            writer.add(ok_input(triple), [triple])
+    return root
+
+
+@pytest.fixture(scope="module")
+def shard_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_set(tmp_path_factory.mktemp("shards") / "set", 4)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, shard_set: Path) -> tuple[Path, object]:
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    result = cafe("train", "run", "--shards", shard_set, "--output", run_dir, "--preset", "tiny", *TINY_TRAINING)
+    return run_dir, result
+
+
+@pytest.fixture
+def reference_png(tmp_path: Path) -> Path:
+    path = tmp_path / "reference.png"
+    make_triple(7).reference.save(path)
+    return path
+
+
+def test_train_run_writes_a_checkpoint_and_metrics(trained_run: tuple[Path, object]) -> None:
+    run_dir, result = trained_run
+    assert result.exit_code == 0, result.output
+    checkpoint = run_dir / "checkpoints" / "step-000003"
+    assert (checkpoint / "trainable.safetensors").stat().st_size > 0
+    assert json.loads((checkpoint / "config.json").read_text())["preset"] == "tiny"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    # The summary names the steps, both losses and the checkpoint; the random-model warning is there.
+    assert "1..3" in result.output and f"{records[-1]['loss']:.4f}" in result.output
+    assert str(checkpoint) in result.output and "random" in result.output
+
+
+def test_generation_finds_the_checkpoint_train_wrote(trained_run: tuple[Path, object], tmp_path: Path) -> None:
+    """cafe_model.trained spells out cafe_train's checkpoint layout (it may not import it): they agree."""
+    from safetensors.torch import load_file
+
+    from cafe_model.trained import find_checkpoint, load_trained_model
+    from cafe_train.checkpoint import latest_checkpoint
+
+    run_dir, _ = trained_run
+    found = find_checkpoint(run_dir)
+    assert found.path == latest_checkpoint(run_dir) and found.step == 3 and found.preset == "tiny"
+    assert found.weights_path.name == "trainable.safetensors"  # no EMA saved by this run
+    # A checkpoint with an EMA: generation takes it unless told otherwise.
+    with_ema = shutil.copytree(found.path, tmp_path / "step-000003")
+    shutil.copy(with_ema / "trainable.safetensors", with_ema / "ema.safetensors")
+    assert find_checkpoint(with_ema).weights_path.name == "ema.safetensors"
+    assert find_checkpoint(with_ema, weights="trainable").weights_path.name == "trainable.safetensors"
+    with pytest.raises(FileNotFoundError, match=r"ema\.safetensors is missing"):
+        find_checkpoint(run_dir, weights="ema")
+    # The loaded model carries the checkpoint's weights, not a fresh projector.
+    model, _ = load_trained_model(run_dir)
+    saved = load_file(found.weights_path)
+    loaded = model.trainable_state_dict()
+    assert sorted(saved) == sorted(loaded)
+    assert all(torch.equal(saved[name], loaded[name]) for name in saved)
+
+
+@pytest.fixture(scope="module")
+def corrupt_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_set(tmp_path_factory.mktemp("corrupt") / "set", 2)
+    with open(root / "shard-000000.tar", "ab") as tar:
+        tar.write(b"\0" * 512)  # the index's filesize and md5 no longer match
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--preset", "bogus"], "unknown model preset 'bogus'"),
+        (["--set", "batch_size=0"], "batch_size=0"),
+        (["--set", "resolution_px=60"], "resolution_px=60"),
+        (["--set", "learning_rate=1"], "unknown training setting(s): learning_rate"),
+        (["--set", "lr"], "expected KEY=VALUE"),
+    ],
+)
+def test_train_run_bad_settings_exit_2(tmp_path: Path, shard_set: Path, args: list[str], expected: str) -> None:
+    result = cafe("train", "run", "--shards", shard_set, "--output", tmp_path / "run", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_train_run_bad_shards_exit_2(tmp_path: Path, corrupt_set: Path) -> None:
+    missing = cafe("train", "run", "--shards", tmp_path / "nowhere", "--output", tmp_path / "run")
+    assert missing.exit_code == 2 and "nowhere" in missing.output and "no such folder" in missing.output
+    broken = cafe("train", "run", "--shards", corrupt_set, "--output", tmp_path / "run")
+    assert broken.exit_code == 2 and "fails validation" in broken.output and "cafe shards validate" in broken.output
+    unnamed = cafe("train", "run", "--output", tmp_path / "run")
+    assert unnamed.exit_code == 2 and "--shards" in unnamed.output
+
+
+def test_train_launch_argument_errors_exit_2(tmp_path: Path, shard_set: Path) -> None:
+    common = ["--shards", shard_set, "--output", tmp_path / "run"]
+    backend = cafe("train", "launch", "--backend", "slurm", "--num-workers", 2, *common)
+    assert backend.exit_code == 2 and "slurm" in backend.output
+    workers = cafe("train", "launch", "--backend", "ray", "--num-workers", 0, *common)
+    assert workers.exit_code == 2 and "num-workers" in workers.output
+    accelerate_yaml = tmp_path / "accelerate.yaml"
+    accelerate_yaml.write_text("num_processes: 2\n")
+    mixed = cafe(
+        "train", "launch", "--backend", "ray", "--num-workers", 2, "--accelerate-config", accelerate_yaml, *common
+    )
+    assert mixed.exit_code == 2 and "--backend accelerate only" in mixed.output
+    bad = cafe("train", "launch", "--backend", "accelerate", "--num-workers", 2, *common, "--set", "batch_size=0")
+    assert bad.exit_code == 2 and "batch_size=0" in bad.output
+
+
+@pytest.mark.slow
+def test_train_launch_accelerate_one_worker_trains(tmp_path: Path, shard_set: Path) -> None:
+    """The wiring to cafe_train.launch_accelerate: a worker process trains, the summary reads its metrics."""
+    run_dir = tmp_path / "run"
+    result = cafe(
+        "train", "launch", "--backend", "accelerate", "--num-workers", 1, "--shards", shard_set, "--output", run_dir,
+        *TINY_TRAINING,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "checkpoints" / "step-000003" / "trainable.safetensors").is_file()
+    assert "1..3" in result.output and "1 accelerate workers" in result.output
+
+
+def test_generate_writes_pngs_of_the_asked_size(
+    trained_run: tuple[Path, object], reference_png: Path, tmp_path: Path
+) -> None:
+    run_dir, _ = trained_run
+    args = ["generate", "--checkpoint", run_dir, "--reference", reference_png, "--prompt", "a photo of red cube"]
+    one = cafe(*args, "--out", tmp_path / "one.png", "--size", 48, "--steps", 2)
+    assert one.exit_code == 0, one.output
+    with Image.open(tmp_path / "one.png") as image:
+        assert image.size == (48, 48) and image.mode == "RGB"
+        settings = json.loads(image.text["cafe"])
+    assert settings["step"] == 3 and settings["seed"] == 0 and settings["sampler"]["num_steps"] == 2
+    two = cafe(*args, "--out", tmp_path / "two.png", "--num-images", 2, "--steps", 2, "--reference-guidance", 3)
+    assert two.exit_code == 0, two.output
+    sizes = [Image.open(tmp_path / f"two-{i}.png").size for i in range(2)]
+    assert sizes == [(64, 64), (64, 64)]  # the preset's size by default
+    assert not (tmp_path / "two.png").exists()
+
+
+def test_generate_errors_exit_2(tmp_path: Path, reference_png: Path) -> None:
+    empty_run = tmp_path / "run"
+    empty_run.mkdir()
+    args = ["generate", "--prompt", "a photo of red cube", "--out", tmp_path / "out.png"]
+    no_checkpoints = cafe(*args, "--checkpoint", empty_run, "--reference", reference_png)
+    assert no_checkpoints.exit_code == 2 and "no checkpoints" in no_checkpoints.output
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not a photo\n")
+    unreadable = cafe(*args, "--checkpoint", empty_run, "--reference", not_an_image)
+    assert unreadable.exit_code == 2 and f"--reference {not_an_image}: not a readable image" in unreadable.output
+    odd_size = cafe(*args, "--checkpoint", empty_run, "--reference", reference_png, "--size", 60)
+    assert odd_size.exit_code == 2 and "--size 60" in odd_size.output and "56" in odd_size.output
+    assert not (tmp_path / "out.png").exists()
