@@ -93,7 +93,7 @@ def test_train_run_writes_a_checkpoint_and_metrics(trained_run: tuple[Path, obje
 
 
 def test_generation_finds_the_checkpoint_train_wrote(trained_run: tuple[Path, object], tmp_path: Path) -> None:
-    """cafe_model.trained spells out cafe_train's checkpoint layout (it may not import it): they agree."""
+    """What cafe_train writes, cafe_model.trained finds and loads (EMA first, unless told otherwise)."""
     from safetensors.torch import load_file
 
     from cafe_model.trained import find_checkpoint, load_trained_model

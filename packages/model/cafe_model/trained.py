@@ -7,8 +7,8 @@
 Reads only the checkpoint folder's files: `config.json` (the run's config; its `preset` names the base
 models) and the trainable weights, `ema.safetensors` (the run's exponential moving average, when it kept
 one) or else `trainable.safetensors`. The folder layout is `cafe_train.checkpoint`'s
-(`RUN/checkpoints/step-NNNNNN/`, complete once renamed into place); it is spelled out again here because
-cafe_model sits below cafe_train and may not import it (tests/cli checks the two agree).
+(`RUN/checkpoints/step-NNNNNN/`, complete once renamed into place); its names are defined here, where
+both sides can import them (cafe_model sits below cafe_train).
 
 `find_checkpoint` imports neither torch nor diffusers (seconds of start-up), so a command can reject a
 folder without checkpoints at once; the loaders import them when called.

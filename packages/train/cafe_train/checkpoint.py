@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,10 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-CHECKPOINTS_DIR = "checkpoints"
-TRAINABLE_NAME = "trainable.safetensors"
-EMA_NAME = "ema.safetensors"
-STEP_PATTERN = re.compile(r"^step-(\d{6,})$")
+# The layout's names live with the code that reads checkpoints for generation (cafe_model sits below).
+from cafe_model.trained import CHECKPOINTS_DIR, EMA_NAME, STEP_PATTERN, TRAINABLE_NAME
 
 
 @dataclass
