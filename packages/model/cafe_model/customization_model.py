@@ -142,13 +142,15 @@ class CustomizationModel(nn.Module):
 
     # ---- properties ------------------------------------------------------------------------------
 
+    # diffusers' ModelMixin.device / .dtype walk every submodule on each call (about 1 ms for SD's UNet),
+    # and the training step asks several times: the first parameter answers the same.
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return next(self.unet.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        return next(self.unet.parameters()).dtype
 
     @property
     def vae_scale_factor(self) -> int:
@@ -195,7 +197,7 @@ class CustomizationModel(nn.Module):
     @torch.no_grad()
     def encode_latents(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Scaled latents of images in [-1, 1], (batch, 3, H, W) -> (batch, 4, H/8, W/8), sampled from the VAE."""
-        latent_dist = self.vae.encode(pixels.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
+        latent_dist = self.vae.encode(pixels.to(next(self.vae.parameters()))).latent_dist
         return latent_dist.sample(generator) * self.vae.config.scaling_factor
 
     @torch.no_grad()
