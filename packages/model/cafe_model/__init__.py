@@ -11,5 +11,5 @@ Import from the modules; this file imports nothing, so importing the package cos
 Parts: reference_encoder (frozen CLIP vision / DINOv2 -> features), projector (features -> reference
 tokens), decoupled_attention (IP-Adapter attention processors in the UNet), guidance (two-condition
 classifier-free guidance). Offline random models: random_diffusion, random_reference_encoder,
-clip_tokenizer (SD's tokenizer rebuilt from open_clip's BPE file), cached by cafe_vision.model_cache.
+and cafe_vision.clip_tokenizer (SD's tokenizer rebuilt from open_clip's BPE file), cached by cafe_vision.model_cache.
 """

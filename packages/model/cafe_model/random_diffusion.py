@@ -19,7 +19,7 @@ import transformers
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from cafe_model.clip_tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_LENGTH_TOKENS, VOCAB_SIZE, write_clip_tokenizer
+from cafe_vision.clip_tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_LENGTH_TOKENS, VOCAB_SIZE, write_clip_tokenizer
 from cafe_vision.model_cache import cached_build
 
 # Bump when the build changes in a way the spec does not capture: it is part of the cache key.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cafe_model.clip_tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_LENGTH_TOKENS, VOCAB_SIZE, write_clip_tokenizer
+from cafe_vision.clip_tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_LENGTH_TOKENS, VOCAB_SIZE, write_clip_tokenizer
 
 
 def test_rebuilt_tokenizer_has_clip_ids(tmp_path: Path) -> None:
