@@ -30,6 +30,10 @@ class TrainConfig:
     shards: list[Path]
     output_dir: Path
     preset: str
+    # The training mix: one weight per entry of `shards`, e.g. [3, 1] for real:generated = 3:1. A set's
+    # share of the samples drawn is its weight over the sum (samples within a set equally likely); None =
+    # every shard equally likely, whatever set it is in (one set, or sets to be pooled).
+    shard_weights: list[float] | None = None
     resolution_px: int = 64
     batch_size: int = 4
     max_steps: int = 1000
@@ -77,6 +81,8 @@ class TrainConfig:
             check_key(key)  # ValueError naming a malformed key
         if not self.shards:
             raise ValueError("shards: give at least one shard set folder")
+        if self.shard_weights is not None:
+            self.shard_weights = _check_shard_weights(self.shard_weights, len(self.shards))
         get_preset(self.preset)  # ValueError listing the known presets
         if not isinstance(self.resolution_px, int) or self.resolution_px < 8 or self.resolution_px % 8:
             raise ValueError(
@@ -128,6 +134,21 @@ class TrainConfig:
         for root in self.shards:
             if not root.is_dir():
                 raise FileNotFoundError(f"shard set {str(root)!r}: no such folder (give the folder a data build wrote)")
+
+
+def _check_shard_weights(weights: object, num_sets: int) -> list[float]:
+    if isinstance(weights, str) or not isinstance(weights, Sequence):
+        raise ValueError(f"shard_weights={weights!r}: must be a list of numbers, one per shard set, e.g. [3, 1]")
+    if len(weights) != num_sets:
+        raise ValueError(
+            f"shard_weights={list(weights)!r}: {len(weights)} weight(s) for {num_sets} shard set(s);"
+            " give one weight per entry of shards, in the same order"
+        )
+    if not all(_is_number(w) and 0 <= w < math.inf for w in weights):
+        raise ValueError(f"shard_weights={list(weights)!r}: every weight must be a finite number >= 0")
+    if not sum(weights) > 0:
+        raise ValueError(f"shard_weights={list(weights)!r}: the weights must not all be 0 (nothing to draw)")
+    return [float(w) for w in weights]
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:

@@ -25,6 +25,13 @@ batches into that epoch. Skipped samples are read from the tars but not decoded,
 come from a per-sample generator seeded by the sample's position, so a resumed run sees exactly the batches
 an uninterrupted one would (given the same num_workers and world size; a resume with other values reads a
 different, equally valid stream).
+
+Training mix (`config.shard_weights`, one weight per shard set): the shard stream draws shard j of set s
+with probability proportional to w_s / N_s (N_s = the set's samples, from its shardindex.json), so set s
+supplies a w_s / sum(w) share of the samples and a set's samples stay equally likely whatever its shard
+sizes. The draw is still one stream from (seed, epoch), dealt out as above, so the mix keeps every
+guarantee of this doc. Without weights every shard is equally likely (the stream drawn before weights
+existed, unchanged).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +52,8 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, IterableDataset
 
 from cafe_core import flagged_keys, resolve_shards
+from cafe_core.index import read_index
+from cafe_core.layout import INDEX_NAME, detect_layout
 from cafe_train.config import TrainConfig
 
 LATENT_FACTOR = 8  # pixels per latent cell of Stable Diffusion's VAE
@@ -70,18 +80,55 @@ def _rank_info() -> tuple[int, int, int, int]:
 
 
 class EpochResampledShards(IterableDataset):
-    """An endless stream of `{"url": shard}` drawn with replacement from (seed, epoch): identical everywhere."""
+    """An endless stream of `{"url": shard}` drawn with replacement from (seed, epoch): identical everywhere.
 
-    def __init__(self, urls: Sequence[str], seed: int) -> None:
+    `weights` (one per url, >= 0, not all 0): each draw picks url i with probability weights[i] / sum;
+    None: uniformly (the same stream as before weights existed)."""
+
+    def __init__(self, urls: Sequence[str], seed: int, weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.urls = list(urls)
         self.seed = seed
         self.epoch = 0
+        self.cum_weights = None
+        if weights is not None:
+            if len(weights) != len(self.urls) or any(w < 0 for w in weights) or not sum(weights) > 0:
+                raise ValueError(f"weights: need one weight >= 0 per url ({len(self.urls)}), not all 0; got {weights}")
+            self.cum_weights = list(itertools.accumulate(float(w) for w in weights))
 
     def __iter__(self) -> Iterator[dict[str, str]]:
         rng = random.Random(_seed(self.seed, self.epoch, 0x5A4D))
+        if self.cum_weights is None:
+            while True:
+                yield {"url": rng.choice(self.urls)}
         while True:
-            yield {"url": rng.choice(self.urls)}
+            yield {"url": rng.choices(self.urls, cum_weights=self.cum_weights)[0]}
+
+
+def shard_draw_weights(sets: Sequence[str | Path], set_weights: Sequence[float]) -> tuple[list[Path], list[float]]:
+    """The shards of `sets` (in order, as `resolve_shards` lists them) and each one's draw weight.
+
+    Shard j of set s weighs set_weights[s] / N_s, N_s the set's sample count from its shardindex.json
+    (so the set's share of the samples is its weight's share; see the module doc). A set without an index
+    counts one sample per shard: its shards are equally likely and its share is still its weight's share
+    when they hold equally many samples."""
+    urls: list[Path] = []
+    weights: list[float] = []
+    for root, set_weight in zip(sets, set_weights, strict=True):
+        shards = resolve_shards(root)
+        sizes = _indexed_sizes(Path(root))
+        num_samples = sum(sizes.get(shard.name, 1) for shard in shards)
+        urls += shards
+        weights += [set_weight / max(1, num_samples)] * len(shards)
+    return urls, weights
+
+
+def _indexed_sizes(root: Path) -> dict[str, int]:
+    """Shard file name -> nsamples, from the set's index (empty for a folder without one)."""
+    if not (root.is_dir() and (root / INDEX_NAME).is_file()):
+        return {}
+    index = read_index(detect_layout(root))
+    return {Path(entry["url"]).name: int(entry.get("nsamples", 1)) for entry in index["shardlist"]}
 
 
 MAX_DROPPED_IN_A_ROW = 100_000
@@ -160,11 +207,13 @@ class ShardBatches(IterableDataset):
         reference_dropout: float = 0.0,
         excluded_keys: frozenset[str] = frozenset(),
         augmentation: Augmentation = Augmentation(),
+        shard_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if not urls:
             raise ValueError("no shards to read")
         self.urls = [str(u) for u in urls]
+        self.shard_weights = list(shard_weights) if shard_weights is not None else None  # one per url
         self.tokenizer = tokenizer
         self.reference_processor = reference_processor
         self.resolution_px = resolution_px
@@ -248,7 +297,7 @@ class ShardBatches(IterableDataset):
         stream = (worker + self.batches_done) % num_workers
         skip_batches = max(0, math.ceil((self.batches_done - stream) / num_workers))
         stream_seed = _seed(self.seed, self.epoch, rank, stream)
-        shards = EpochResampledShards(self.urls, self.seed)
+        shards = EpochResampledShards(self.urls, self.seed, self.shard_weights)
         shards.epoch = self.epoch
         pipeline = wds.DataPipeline(
             shards,
@@ -291,12 +340,18 @@ def build_loader(
     num_samples: int,
     world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader (batch_size=None: batches are made in the workers) over `config.shards`.
+    """A DataLoader (batch_size=None: batches are made in the workers) over `config.shards`, mixed by
+    `config.shard_weights` when given.
 
     `num_samples` (the sets' total, from `check_shards`) sets the epoch length unless
     `config.epoch_samples` does; each rank reads `epoch_samples / world_size` samples per epoch.
     """
-    urls = [str(p) for p in resolve_shards(config.shards)]
+    weights = None
+    if config.shard_weights is None:
+        urls = [str(p) for p in resolve_shards(config.shards)]
+    else:
+        paths, weights = shard_draw_weights(config.shards, config.shard_weights)
+        urls = [str(p) for p in paths]
     num_workers = max(1, config.num_workers)
     epoch_samples = config.epoch_samples or num_samples
     batches_per_worker = max(1, epoch_samples // (config.batch_size * world_size * num_workers))
@@ -313,6 +368,7 @@ def build_loader(
         reference_dropout=config.reference_dropout,
         excluded_keys=excluded_keys_of(config),
         augmentation=Augmentation(enabled=config.augment_reference),
+        shard_weights=weights,
     )
     return DataLoader(
         dataset,
