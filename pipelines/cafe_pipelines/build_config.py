@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cafe_core.layout import check_prefix
 from cafe_core.shardset import parse_mode
@@ -19,6 +19,7 @@ from cafe_vision.gates import GateConfig
 from cafe_vision.presets import get_preset
 
 MODEL_DTYPES = ("float32", "float16", "bfloat16")
+Config = TypeVar("Config")
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,11 @@ def _replace(obj: Any, values: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where.rstrip('.') or 'config'}: {exc}") from exc
 
 
-def apply_overrides(config: BuildConfig, overrides: dict[str, Any]) -> BuildConfig:
-    """`config` with nested `overrides` ({"gates": {"min_box_score": 0.3}}) applied and validated."""
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """`config` (any job's frozen dataclass) with nested `overrides` ({"gates": {"min_box_score": 0.3}})
+    applied and validated; ValueError names an unknown setting or a bad value."""
     return _replace(config, overrides, "") if overrides else config
 
 
-def config_dict(config: BuildConfig) -> dict[str, Any]:
+def config_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)

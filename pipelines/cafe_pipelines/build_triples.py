@@ -17,16 +17,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cafe_core import EncodedSample, InputStatus, ShardSet, ShardWriter, WriteMode
 from cafe_core.shardset import parse_mode
-from cafe_pipelines.build_config import BuildConfig, StageResources, config_dict
+from cafe_pipelines.build_config import BuildConfig, config_dict
+from cafe_pipelines.ray_jobs import (
+    configure_streaming,
+    ensure_ray,
+    iter_rows,
+    map_stage,
+    plan_partitions,
+    stage_threads,
+)
 from cafe_pipelines.sources import InputRef, list_inputs
 from cafe_pipelines.stages.caption import CaptionStage
 from cafe_pipelines.stages.compose import MEMBER_COLUMNS, ComposeStage
@@ -64,55 +71,6 @@ class RunReport:
         return {**dataclasses.asdict(self), "images_per_s": round(self.images_per_s, 3)}
 
 
-def ensure_ray() -> None:
-    """Connect to the cluster in RAY_ADDRESS, or start a local Ray sized to this machine."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-
-
-def plan_partitions(
-    shard_set: ShardSet, inputs: list[InputRef], inputs_per_shard: int, first_shard: int
-) -> list[tuple[int, list[InputRef]]]:
-    """(shard number, inputs) per partition: sorted inputs in chunks, on the free shard numbers."""
-    done = set(shard_set.layout.done_numbers())
-    numbers: list[int] = []
-    number = first_shard
-    ordered = sorted(inputs, key=lambda ref: ref.input_key)
-    chunks = [ordered[i : i + inputs_per_shard] for i in range(0, len(ordered), inputs_per_shard)]
-    for _ in chunks:
-        while number in done:
-            number += 1
-        numbers.append(number)
-        number += 1
-    return list(zip(numbers, chunks, strict=True))
-
-
-def _map_stage(ds: Any, stage: type, resources: StageResources, kwargs: dict[str, Any]) -> Any:
-    import ray
-
-    return ds.map_batches(
-        stage,
-        fn_constructor_kwargs=kwargs,
-        batch_size=resources.batch_size,
-        num_cpus=resources.num_cpus,
-        num_gpus=resources.num_gpus,
-        compute=ray.data.ActorPoolStrategy(size=resources.concurrency),
-        batch_format="numpy",
-    )
-
-
-def _threads(resources: StageResources) -> int:
-    """Torch threads for a stage's actor: its CPU share, at least one."""
-    return max(1, round(resources.num_cpus))
-
-
 def buffer_bytes(config: BuildConfig) -> int:
     """The object-store budget for rows between stages: `buffer_mb`, or room for four batches per
     actor of rows at the largest decoded size (RGB pixels plus a mask), at least 64 MB."""
@@ -130,13 +88,13 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
     preset = get_preset(config.preset)
     r = config.resources
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
-    ds = _map_stage(
+    ds = map_stage(
         ds,
         DecodeStage,
         r.decode,
         {"gates": config.gates, "max_pixels": config.max_pixels, "max_side_px": config.max_side_px},
     )
-    ds = _map_stage(
+    ds = map_stage(
         ds,
         CaptionStage,
         r.caption,
@@ -144,11 +102,11 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
             "preset": config.preset,
             "device": config.device,
             "dtype": config.dtype,
-            "num_threads": _threads(r.caption),
+            "num_threads": stage_threads(r.caption),
             "max_new_tokens": config.caption_max_new_tokens,
         },
     )
-    ds = _map_stage(
+    ds = map_stage(
         ds,
         GroundStage,
         r.ground,
@@ -156,7 +114,7 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
             "preset": config.preset,
             "device": config.device,
             "dtype": config.dtype,
-            "num_threads": _threads(r.ground),
+            "num_threads": stage_threads(r.ground),
             "box_threshold": config.box_threshold,
             "text_threshold": config.text_threshold,
             "nms_iou_threshold": config.nms_iou_threshold,
@@ -164,7 +122,7 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
             "max_phrases": config.max_phrases,
         },
     )
-    ds = _map_stage(
+    ds = map_stage(
         ds,
         SegmentStage,
         r.segment,
@@ -172,24 +130,18 @@ def build_dataset(config: BuildConfig, rows: list[dict[str, Any]]) -> Any:
             "preset": config.preset,
             "device": config.device,
             "dtype": config.dtype,
-            "num_threads": _threads(r.segment),
+            "num_threads": stage_threads(r.segment),
             "sam_checkpoint": config.sam_checkpoint,
             "min_hole_area_px": config.min_hole_area_px,
             "min_island_area_px": config.min_island_area_px,
         },
     )
-    return _map_stage(
+    return map_stage(
         ds,
         ComposeStage,
         r.compose,
         {"gates": config.gates, "models": preset.model_records(), "margin": config.reference_margin},
     )
-
-
-def _rows(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    names = list(batch)
-    for values in zip(*(batch[n] for n in names), strict=True):
-        yield dict(zip(names, values, strict=True))
 
 
 def _status_of(row: dict[str, Any]) -> InputStatus:
@@ -290,19 +242,12 @@ def build_triples(config: BuildConfig, on_progress: Callable[[int, int], None] |
     sink = _PartitionWriter(writer, partitions, report)
     if partitions:
         ensure_ray()
-        import ray
-
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
         # Streaming with flat memory: a bounded buffer backpressures the stages that run ahead.
-        limits = context.execution_options.resource_limits
-        context.execution_options.resource_limits = limits.copy(object_store_memory=buffer_bytes(config))
-        context.enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        configure_streaming(buffer_bytes(config))
         rows = [{**dataclasses.asdict(ref), "partition": p} for p, (_, refs) in enumerate(partitions) for ref in refs]
         with writer:
             for batch in build_dataset(config, rows).iter_batches(batch_size=None, batch_format="numpy"):
-                for row in _rows(batch):
+                for row in iter_rows(batch):
                     sink.add(row)
                 if on_progress:
                     on_progress(report.inputs_processed, len(rows))

@@ -7,6 +7,11 @@
     cafe train launch --backend ray|accelerate --num-workers N --shards DIR --output RUN [...] [--gpu]
     cafe generate --checkpoint RUN --reference IMG --prompt TEXT --out PNG [--steps 30] [--seed 0] [...]
     cafe inspect serve DIR [--host 127.0.0.1] [--port 8765] [--token TOKEN]
+    cafe serve [--root DIR ...] [--db PATH] [--slots N] [--token T]   the training service (job API on Ray)
+    cafe jobs submit SPEC.yaml|--kind K --set ... ; cafe jobs list|show|logs|cancel ; cafe schedules add|list|remove
+    cafe improve round --checkpoint RUN --shards DIR --output DIR [--preset tiny|base] [--set KEY=VALUE ...]
+    cafe loop run --config loop.yaml [--set rounds=3] [--set train.max_steps=500]
+    cafe eval --checkpoint RUN --eval-set DIR [--images-per-prompt 4] [--seed 0] [--steps 30] [--out DIR]
 
 Run `cafe --help` or `cafe COMMAND --help`.
 """
@@ -18,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from cafe_cli import data, generate, inspect, shards, train
+from cafe_cli import data, evaluate, generate, improve, inspect, jobs, loop, schedules, serve, shards, train
 from cafe_cli.console import out
 
 app = typer.Typer(
@@ -32,6 +37,12 @@ app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(inspect.app, name="inspect")
 app.command("generate")(generate.generate)
+app.add_typer(improve.app, name="improve")
+app.add_typer(loop.app, name="loop")
+app.command("eval")(evaluate.evaluate)
+app.command("serve")(serve.serve)
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(schedules.app, name="schedules")
 
 
 @app.command()

@@ -1,0 +1,145 @@
+"""Self-improvement round benchmark: what a round spends beside generating, from the round's own stage timings.
+
+Run from the repository root:
+
+    .venv/bin/python bench/improve.py                     # tiny, 16 references x 2 prompts x 4 candidates, 30 steps
+    .venv/bin/python bench/improve.py --quick             # 8 references, 10 steps: under a minute on 2 cores
+    .venv/bin/python bench/improve.py --candidates 8 --steps 50
+    .venv/bin/python bench/improve.py --preset base       # real scorers (their weights must be in the HF cache)
+    make bench                                            # every benchmark, this one with its defaults
+
+What it measures: one round, `cafe_pipelines.improve_round.improve_round`, on a local Ray with num_cpus=2
+started before the clock, from a closed set of deterministic triples (tests/factories.py's) and a `tiny`
+checkpoint trained 2 steps here; the scorers are `--preset`'s, the sampler DDIM with `--steps` steps (the
+real recipe's 30 by default, not the tiny recipe's 4: the ratio is about a round's shape, and 4 steps
+would make generation unrealistically cheap next to scoring). The round records per-stage busy seconds
+(RoundReport.stage_s): `generate` and `score` are the stage actors' time inside their batches (model
+loading excluded: actors load in `__init__`), `filter`, `dedupe` and `write` the driver's time per shard
+(thresholds, hashes and cosines, building json and writing tars, status tables and candidate tables),
+`read` reading the input sets and `report` drawing the histograms and the examples grid.
+
+Human-readable lines come first; the ratio lines (`name value`) are the last thing printed:
+- improve_score_vs_generation: score / generate
+- improve_filter_dedupe_write_vs_generation: (filter + dedupe + write) / generate
+- improve_fixed_vs_generation: (read + report) / generate, paid once per round, not per candidate
+- improve_overhead_vs_generation: (score + filter + dedupe + write) / generate (target <= 0.10), last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OVERHEAD_TARGET = 0.10
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="tiny", help="scorer preset: tiny (random) or base (real weights)")
+    parser.add_argument("--candidates", type=int, default=4, help="candidates per (reference, prompt) pair")
+    parser.add_argument("--prompts", type=int, default=2, help="prompts per reference")
+    parser.add_argument("--references", type=int, default=16, help="references (input triples)")
+    parser.add_argument("--steps", type=int, default=30, help="sampler steps")
+    parser.add_argument("--quick", action="store_true", help="8 references, 10 steps")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.references, args.steps = 8, 10
+    return args
+
+
+def write_inputs(root: Path, count: int) -> Path:
+    """A closed round-0 set of `count` deterministic triples."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))  # tests/ is not a package; its factories build tiny triples
+    from factories import make_triple, ok_input
+
+    from cafe_core import ShardSet
+
+    with ShardSet(root).writer(mode="overwrite", fsync=False, max_samples=8) as writer:
+        for index in range(count):
+            triple = make_triple(index)
+            writer.add(ok_input(triple), [triple])
+    return root
+
+
+def train_checkpoint(shards: Path, run_dir: Path) -> Path:
+    from cafe_train import TrainConfig, train
+
+    config = TrainConfig(
+        shards=[shards],
+        output_dir=run_dir,
+        preset="tiny",
+        max_steps=2,
+        resolution_px=64,
+        batch_size=2,
+        num_workers=0,
+        checkpoint_every=2,
+    )
+    train(config)
+    return run_dir
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="cafe-bench-improve-"))
+    try:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        import ray
+
+        from cafe_pipelines.improve_config import improve_recipe
+        from cafe_pipelines.improve_round import improve_round
+
+        shards = write_inputs(scratch / "real", args.references)
+        run = train_checkpoint(shards, scratch / "run")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        config = improve_recipe(
+            args.preset,
+            checkpoint=str(run),
+            shards=[str(shards)],
+            output=str(scratch / "round-1"),
+            candidates_per_pair=args.candidates,
+            prompts_per_reference=args.prompts,
+            num_steps=args.steps,
+            references_per_shard=4,
+        )
+        started = time.perf_counter()
+        report = improve_round(config)
+        wall_s = time.perf_counter() - started
+        ray.shutdown()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    s = report.stage_s
+    print(
+        f"one round: scorers {args.preset}, generator tiny at 64 px, {args.steps} DDIM steps; "
+        f"{report.num_references} references x {args.prompts} prompts x {args.candidates} candidates = "
+        f"{report.num_candidates} candidates in {report.shards_written} shards"
+    )
+    print(f"accepted {report.num_accepted} ({report.acceptance_rate:.1%}); reasons {report.reasons}")
+    print(f"wall {wall_s:.1f} s (Ray actors starting and loading models included)")
+    for name, seconds in s.items():
+        per = seconds / report.num_candidates * 1000 if report.num_candidates else 0.0
+        print(f"  {name:<9} {seconds:8.3f} s busy  {per:8.2f} ms per candidate")
+    generate = s["generate"] or float("nan")
+    ratios = {
+        "improve_score_vs_generation": s["score"] / generate,
+        "improve_filter_dedupe_write_vs_generation": (s["filter"] + s["dedupe"] + s["write"]) / generate,
+        "improve_fixed_vs_generation": (s["read"] + s["report"]) / generate,
+        "improve_overhead_vs_generation": (s["score"] + s["filter"] + s["dedupe"] + s["write"]) / generate,
+    }
+    verdict = "meets" if ratios["improve_overhead_vs_generation"] <= OVERHEAD_TARGET else "misses"
+    print(f"overhead {verdict} the target (<= {OVERHEAD_TARGET})")
+    print()
+    for name, value in ratios.items():
+        print(f"{name} {value:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,801 @@
+"""One self-improvement round: a trained checkpoint's own filtered outputs -> a new shard set (round k+1), on Ray Data.
+
+    read inputs (driver) -> pairs -> generate -> score -> filter -> dedupe -> write (driver)
+
+The driver reads the input sets (closed sets of round k; never written) and picks references, a
+seeded hash of their keys deciding which; each reference gets `prompts_per_reference` prompts of
+its prompt bank (cafe_pipelines.prompt_bank). A (reference, prompt) pair is one row: the generate
+stage draws `candidates_per_pair` images in one batch with the pair's seed, the score stage scores
+them together (cafe_vision.scorers), and the driver filters (cafe_pipelines.filtering), drops
+duplicates (cafe_pipelines.dedupe) and writes every candidate's status row, and each accepted one
+as a triple, through cafe_core. Rows of a second kind, one per reference, carry its source target
+to the score stage, whose embedding the near-duplicate check compares candidates with.
+
+References are sorted by key and cut into partitions of `references_per_shard`; partition p
+becomes the p-th shard number not yet done, and Ray Data keeps rows in order, so a round's shards
+are deterministic. Every number a decision reads is too: a pair's images are one batch with its
+seed, a pair's scores one scorer call, percentile floors are per shard, and the state the
+duplicate checks carry from shard to shard (accepted hashes and embeddings) is saved beside each
+shard, in `candidates/{shard}.parquet`, before the shard commits. `incremental` (the default)
+leaves out references whose candidates are in done shards and reloads that state, so a round
+killed at any point and run again ends with the same shards, byte for byte.
+
+OUTPUT (a shard set) also holds `round-report.json` (the RoundReport), `candidates/` (one row per
+candidate: scores, verdict, hash, and the embedding of accepted ones) and `report/`
+(`histogram-{score}.png`, accepted vs rejected, and `examples.png`, reference | candidate).
+
+Run it with `cafe improve round --checkpoint RUN --shards DIR --output DIR --preset tiny|base`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from cafe_core import SCHEMA_VERSION, EncodedSample, InputStatus, ShardSet, ShardWriter, WriteMode, make_key
+from cafe_core.layout import atomic_write
+from cafe_core.metadata import metadata_problems
+from cafe_core.shardset import parse_mode
+from cafe_core.triple import MASK, METADATA, PROMPT, REFERENCE, TARGET, encode_metadata
+from cafe_pipelines.dedupe import DedupeIndex
+from cafe_pipelines.filtering import filter_candidates
+from cafe_pipelines.improve_config import ImproveConfig, config_dict
+from cafe_pipelines.prompt_bank import pick_prompts
+from cafe_pipelines.ray_jobs import (
+    configure_streaming,
+    ensure_ray,
+    iter_rows,
+    map_stage,
+    plan_partitions,
+    stage_threads,
+)
+from cafe_pipelines.round_inputs import InputReference, RoundInputs, read_round_inputs
+from cafe_pipelines.round_pictures import Example, examples_grid, histogram_image
+from cafe_pipelines.stages.generate import GenerateStage
+from cafe_pipelines.stages.score import ScoreStage, embeddings_from_bytes
+from cafe_vision.scorer_presets import get_scorer_preset
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "round-report.json"
+REPORT_DIR = "report"
+CANDIDATES_DIR = "candidates"
+STAGES = ("read", "generate", "score", "filter", "dedupe", "write", "report")
+
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("reference_set", pa.string()),
+        ("reference_key", pa.string()),
+        ("prompt_index", pa.int32()),
+        ("candidate_index", pa.int32()),
+        ("seed", pa.int64()),
+        ("subject", pa.string()),
+        ("prompt", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("accepted", pa.bool_()),
+        ("scores", pa.string()),  # JSON name -> number; "{}" when generation or scoring failed
+        ("sha256", pa.string()),  # of the target's encoded bytes; "" without an image
+        ("embedding", pa.list_(pa.float32())),  # accepted candidates only: the near-duplicate state
+    ]
+)
+
+
+# -- identities ------------------------------------------------------------------------------------
+
+
+def pair_seed(seed: int, round_number: int, reference_key: str, prompt_index: int) -> int:
+    """The generation seed of one (reference, prompt) pair: its candidates are one batch drawn with it.
+    The round is in it, so a reference drawn again in a later round gets new noise."""
+    digest = hashlib.sha256(f"seed\x00{seed}\x00{round_number}\x00{reference_key}\x00{prompt_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def candidate_key(
+    reference_key: str, prompt_index: int, candidate_index: int, checkpoint_step: int, round_number: int
+) -> str:
+    """The sample key of candidate `candidate_index` of a pair, for the checkpoint at `checkpoint_step`, in
+    round `round_number` (so sets of different rounds never share a key, even from one checkpoint)."""
+    source = f"improve\x00round-{round_number}\x00{reference_key}\x00{prompt_index}\x00step-{checkpoint_step}"
+    return make_key(source, candidate_index)
+
+
+@dataclass(frozen=True)
+class Pair:
+    reference: InputReference
+    prompt_index: int
+    prompt: str
+    seed: int
+
+    @property
+    def pair_id(self) -> str:
+        return f"{self.reference.key}:{self.prompt_index}"
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundReport:
+    """What the round holds (every candidate of its done shards, this run's and earlier runs'), and
+    what this run did (`candidates_this_run`, `shards_written`, `stage_s`, `wall_s`). Saved as
+    OUTPUT/round-report.json.
+
+    reasons: reason code -> candidates (skipped: filter.*, dedupe.*; failed: error.<stage>).
+    candidates: per candidate: key, reference_set, reference_key, prompt_index, candidate_index,
+        seed, subject, prompt, status, reason, accepted, scores.
+    stage_s: busy seconds of this run per stage: read (the inputs), generate and score (actor time,
+        summed over actors), filter, dedupe, write (the driver), report (histograms and examples).
+    """
+
+    round: int
+    output: str
+    checkpoint: str
+    checkpoint_step: int
+    preset: str
+    input_sets: list[str]
+    num_references: int = 0
+    num_pairs: int = 0
+    num_candidates: int = 0
+    num_accepted: int = 0
+    num_failed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    references_already_done: int = 0
+    candidates_this_run: int = 0
+    shards_written: int = 0
+    stage_s: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.num_accepted / self.num_candidates if self.num_candidates else 0.0
+
+    def score_lists(self) -> dict[str, dict[str, list[float]]]:
+        """score name -> {"accepted": [...], "rejected": [...]} over the candidates that were scored."""
+        lists: dict[str, dict[str, list[float]]] = {}
+        for candidate in self.candidates:
+            side = "accepted" if candidate["accepted"] else "rejected"
+            for name, value in candidate["scores"].items():
+                lists.setdefault(name, {"accepted": [], "rejected": []})[side].append(float(value))
+        return lists
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "acceptance_rate": round(self.acceptance_rate, 6)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RoundReport:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def read_round_report(output: str | Path) -> RoundReport:
+    """The RoundReport a round saved in its output set."""
+    return RoundReport.from_dict(json.loads((Path(output) / REPORT_NAME).read_text()))
+
+
+# -- per-shard candidate tables -------------------------------------------------------------------
+
+
+def candidates_path(root: Path, shard_name: str) -> Path:
+    return root / CANDIDATES_DIR / f"{shard_name}.parquet"
+
+
+def _write_candidates(path: Path, records: list[dict[str, Any]]) -> None:
+    columns = {name: [r[name] for r in records] for name in CANDIDATE_SCHEMA.names}
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns, schema=CANDIDATE_SCHEMA), buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue().to_pybytes(), path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+
+
+def _read_candidates(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing, though its shard is done; it holds the round's duplicate-check state. "
+            "Rerun the round with --mode overwrite"
+        )
+    return pq.read_table(path).to_pylist()
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """A candidate-table row as the report lists it (scores parsed, no hash or embedding)."""
+    keep = {k: v for k, v in record.items() if k not in ("sha256", "embedding", "scores")}
+    return {**keep, "scores": json.loads(record["scores"])}
+
+
+# -- the driver's side of the stream -------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    key: str
+    pair: Pair
+    index: int
+    status: str = "ok"
+    reason: str = ""
+    error: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    box: list[int] | None = None
+    target: bytes = b""
+    mask: bytes = b""
+    embedding: np.ndarray | None = None
+    sha256: str = ""
+    gates: tuple[str, ...] = ()
+
+    def reject(self, status: str, reason: str, error: str) -> None:
+        self.status, self.reason, self.error = status, reason, error
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as opened:  # reads the header only
+        return opened.size
+
+
+class _RoundWriter:
+    """Collects pair rows per partition; writes each partition as one shard, in order, once complete."""
+
+    def __init__(
+        self,
+        *,
+        config: ImproveConfig,
+        writer: ShardWriter,
+        partitions: list[tuple[int, list[InputReference]]],
+        pairs: dict[str, list[Pair]],
+        dedupe: DedupeIndex,
+        prior_accepted: list[dict[str, Any]],
+        num_sources: int,
+        metadata_base: dict[str, Any],
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.numbers = [number for number, _ in partitions]
+        self.expected = [sum(len(pairs[r.key]) for r in refs) for _, refs in partitions]
+        self.pairs_by_id = {p.pair_id: p for _, refs in partitions for r in refs for p in pairs[r.key]}
+        self.dedupe = dedupe
+        self.prior_accepted = prior_accepted
+        self.sources_left = num_sources
+        self.metadata_base = metadata_base
+        self.on_progress = on_progress
+        self.total = sum(self.expected) * config.candidates_per_pair
+        self.pending: dict[int, list[dict[str, Any]]] = {}
+        self.next_partition = 0
+        self.records: list[dict[str, Any]] = []  # this run's candidate-table rows
+        self.examples: dict[bool, list[Example]] = {True: [], False: []}
+        self.seconds: Counter[str] = Counter()
+        self.shards_written = 0
+        if num_sources == 0:
+            self._sources_done()
+
+    def _sources_done(self) -> None:
+        # The state carried over from done shards goes in after the sources, in shard order: the
+        # order an uninterrupted run added them in.
+        for record in self.prior_accepted:
+            embedding = None if record["embedding"] is None else np.asarray(record["embedding"], dtype=np.float32)
+            self.dedupe.add(record["key"], record["sha256"], embedding)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.seconds["generate"] += float(row.get("t_generate", 0.0))
+        self.seconds["score"] += float(row.get("t_score", 0.0))
+        if row["kind"] == "source":
+            self._add_source(row)
+            return
+        if self.sources_left:
+            raise RuntimeError("a pair row arrived before every source row: Ray Data did not keep the row order")
+        self.pending.setdefault(int(row["partition"]), []).append(row)
+        while (
+            self.next_partition < len(self.expected)
+            and len(self.pending.get(self.next_partition, ())) == self.expected[self.next_partition]
+        ):
+            self._write_partition(self.next_partition, self.pending.pop(self.next_partition))
+            self.next_partition += 1
+
+    def _add_source(self, row: dict[str, Any]) -> None:
+        if str(row["status"]) == "ok":
+            embedding = embeddings_from_bytes(bytes(row["c_embeddings"]), 1)[0]
+            self.dedupe.add_known(f"the source target of {row['reference_set']}:{row['reference_key']}", embedding)
+        else:  # an unreadable source: candidates are still checked against every other one
+            log.warning("source target of %s not embedded: %s", row["reference_key"], row["error"])
+        self.sources_left -= 1
+        if self.sources_left == 0:
+            self._sources_done()
+
+    # -- one partition: expand, filter, dedupe, write --
+
+    def _expand(self, rows: list[dict[str, Any]]) -> list[_Candidate]:
+        step = int(self.metadata_base["generation"]["checkpoint"]["step"])
+        round_number = int(self.metadata_base["round"])
+        candidates = []
+        for row in sorted(rows, key=lambda r: (str(r["reference_key"]), int(r["prompt_index"]))):
+            pair = self.pairs_by_id[str(row["input_key"])]
+            status, reason, error = str(row["status"]), str(row["reason"]), str(row["error"])
+            count = self.config.candidates_per_pair
+            ok = status == "ok"
+            scores = json.loads(str(row["c_scores"])) if ok else []
+            boxes = json.loads(str(row["c_boxes"])) if ok else []
+            targets = list(row["m_targets"]) if ok else []
+            masks = list(row["m_masks"]) if ok else []
+            embeddings = embeddings_from_bytes(bytes(row["c_embeddings"]), count) if ok else None
+            if ok and not (len(scores) == len(boxes) == len(targets) == len(masks) == count):
+                status, reason, ok = "failed", "error.score", False
+                error = f"{len(targets)} images and {len(scores)} scores for {count} candidates"
+            for index in range(count):
+                key = candidate_key(pair.reference.key, pair.prompt_index, index, step, round_number)
+                candidate = _Candidate(key, pair, index)
+                if not ok:
+                    candidate.reject(status, reason, error)
+                else:
+                    candidate.scores = scores[index]
+                    candidate.box = boxes[index]
+                    candidate.target = bytes(targets[index])
+                    candidate.mask = bytes(masks[index])
+                    candidate.embedding = embeddings[index]
+                candidates.append(candidate)
+        return candidates
+
+    def _filter(self, candidates: list[_Candidate]) -> None:
+        scored = [c for c in candidates if c.status == "ok"]
+        verdicts = filter_candidates(
+            [c.scores for c in scored], [c.pair.reference.subject for c in scored], self.config.filter
+        )
+        for candidate, verdict in zip(scored, verdicts, strict=True):
+            if not verdict.accepted:
+                candidate.reject("skipped", verdict.reason, verdict.detail)
+                continue
+            if not candidate.mask or candidate.box is None:
+                candidate.reject("skipped", "filter.not_found", "the scorers found the subject but gave no mask")
+                continue
+            width, height = _image_size(candidate.target)
+            x0, y0, x1, y1 = candidate.box
+            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                candidate.reject("skipped", "filter.not_found", f"box {candidate.box} is empty or outside the image")
+                continue
+            candidate.gates = verdict.passed
+
+    def _dedupe(self, candidates: list[_Candidate]) -> None:
+        config = self.config.dedupe
+        checks = (("sha256",) if config.sha256 else ()) + (("near",) if config.max_cosine is not None else ())
+        for candidate in candidates:
+            if candidate.target:
+                candidate.sha256 = hashlib.sha256(candidate.target).hexdigest()
+            if candidate.status != "ok":
+                continue
+            found = self.dedupe.check(candidate.sha256, candidate.embedding)
+            if found is not None:
+                candidate.reject("skipped", *found)
+                continue
+            self.dedupe.add(candidate.key, candidate.sha256, candidate.embedding)
+            candidate.gates = (*candidate.gates, *checks)
+
+    def _metadata(self, candidate: _Candidate) -> dict[str, Any]:
+        pair, reference = candidate.pair, candidate.pair.reference
+        base = self.metadata_base
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "subject": reference.subject,
+            "caption": pair.prompt,
+            "box_xyxy": list(candidate.box or ()),
+            "scores": {},
+            "gates": list(candidate.gates),
+            "source": {
+                "uri": f"{reference.set_path}#{reference.key}",
+                "sha256": reference.source_sha256,
+                "input_key": reference.key,
+                "set": reference.set_path,
+                "key": reference.key,
+                "round": reference.round,
+            },
+            "models": base["models"],
+            "round": base["round"],
+            "generation": {
+                **base["generation"],
+                "seed": pair.seed,
+                "index": candidate.index,
+                "prompt_index": pair.prompt_index,
+            },
+            "quality": dict(candidate.scores),
+        }
+
+    def _write_partition(self, partition: int, rows: list[dict[str, Any]]) -> None:
+        started = time.perf_counter()
+        candidates = self._expand(rows)
+        self._filter(candidates)
+        filtered = time.perf_counter()
+        self._dedupe(candidates)
+        deduped = time.perf_counter()
+        timings = {str(r["input_key"]): (float(r.get("t_generate", 0.0)), float(r.get("t_score", 0.0))) for r in rows}
+        references = {str(r["input_key"]): bytes(r["m_reference"]) for r in rows}
+        records, per = [], self.config.candidates_per_pair
+        for candidate in candidates:
+            pair, reference = candidate.pair, candidate.pair.reference
+            t_generate, t_score = timings[pair.pair_id]
+            status = InputStatus(
+                candidate.key,
+                candidate.status,
+                reason=candidate.reason,
+                error=candidate.error,
+                source_uri=f"{reference.set_path}#{reference.key}",
+                timings_s={"generate": t_generate / per, "score": t_score / per},
+            )
+            samples = []
+            if candidate.status == "ok":
+                metadata = self._metadata(candidate)
+                problems = metadata_problems(metadata, _image_size(candidate.target))
+                if problems:
+                    raise ValueError(f"candidate {candidate.key}: metadata breaks the contract: {'; '.join(problems)}")
+                members = {
+                    TARGET: candidate.target,
+                    REFERENCE: references[pair.pair_id],
+                    MASK: candidate.mask,
+                    PROMPT: pair.prompt.encode("utf-8"),
+                    METADATA: encode_metadata(metadata),
+                }
+                samples = [EncodedSample.from_members(candidate.key, members)]
+            self.writer.add_encoded(status, samples)
+            accepted = candidate.status == "ok"
+            kept_embedding = candidate.embedding if accepted else None
+            records.append(
+                {
+                    "key": candidate.key,
+                    "reference_set": reference.set_path,
+                    "reference_key": reference.key,
+                    "prompt_index": pair.prompt_index,
+                    "candidate_index": candidate.index,
+                    "seed": pair.seed,
+                    "subject": reference.subject,
+                    "prompt": pair.prompt,
+                    "status": candidate.status,
+                    "reason": candidate.reason,
+                    "accepted": accepted,
+                    "scores": json.dumps(candidate.scores, sort_keys=True),
+                    "sha256": candidate.sha256,
+                    "embedding": None if kept_embedding is None else [float(v) for v in kept_embedding],
+                }
+            )
+            self._keep_example(candidate, references[pair.pair_id])
+        # The duplicate-check state first, then the shard: a done shard always has its table.
+        name = self.writer.layout.shard_name(self.numbers[partition])
+        _write_candidates(candidates_path(self.writer.layout.root, name), records)
+        self.writer.flush()
+        committed = self.writer.written[-1]["shard"]
+        if committed != name:
+            raise RuntimeError(f"partition {partition} was planned as {name} but the writer committed {committed}")
+        self.records += records
+        self.shards_written += 1
+        self.seconds["filter"] += filtered - started
+        self.seconds["dedupe"] += deduped - filtered
+        self.seconds["write"] += time.perf_counter() - deduped
+        if self.on_progress:
+            self.on_progress(len(self.records), self.total)
+
+    def _keep_example(self, candidate: _Candidate, reference_png: bytes) -> None:
+        accepted = candidate.status == "ok"
+        kept = self.examples[accepted]
+        if not candidate.target or len(kept) >= self.config.num_examples:
+            return
+        kept.append(
+            Example(
+                key=candidate.key,
+                reference_png=reference_png,
+                target_jpg=candidate.target,
+                prompt=candidate.pair.prompt,
+                accepted=accepted,
+                reason=candidate.reason,
+                scores=candidate.scores,
+            )
+        )
+
+
+# -- the job ---------------------------------------------------------------------------------------
+
+
+def _buffer_bytes(config: ImproveConfig, size_px: int) -> int:
+    """`buffer_mb`, or room for four batches per actor of pair rows (their candidates as raw RGBA), >= 64 MB."""
+    if config.buffer_mb is not None:
+        return config.buffer_mb * 1_000_000
+    r = config.resources
+    rows = sum(s.batch_size * s.concurrency for s in (r.generate, r.score))
+    return max(64_000_000, 4 * rows * config.candidates_per_pair * 4 * size_px**2)
+
+
+def build_round_dataset(
+    config: ImproveConfig, checkpoint_path: Path, size_px: int | None, rows: list[dict[str, Any]]
+) -> Any:
+    """The Ray Data pipeline over source and pair rows (not executed until iterated)."""
+    import ray
+
+    r = config.resources
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
+    ds = map_stage(
+        ds,
+        GenerateStage,
+        r.generate,
+        {
+            "checkpoint": str(checkpoint_path),
+            "num_candidates": config.candidates_per_pair,
+            "num_steps": config.num_steps,
+            "text_guidance": config.text_guidance,
+            "reference_guidance": config.reference_guidance,
+            "reference_scale": config.reference_scale,
+            "negative_prompt": config.negative_prompt,
+            "size_px": size_px,
+            "weights": config.weights,
+            "device": config.device,
+            "dtype": config.dtype,
+            "num_threads": stage_threads(r.generate),
+            "cache_dir": config.model_cache_dir,
+        },
+    )
+    return map_stage(
+        ds,
+        ScoreStage,
+        r.score,
+        {
+            "preset": config.preset,
+            "device": config.device,
+            "dtype": config.dtype,
+            "num_threads": stage_threads(r.score),
+            "cache_dir": config.model_cache_dir,
+            "batch_size": config.score_batch_size,
+        },
+    )
+
+
+def _rows(
+    references: list[InputReference],
+    partitions: list[tuple[int, list[InputReference]]],
+    pairs: dict[str, list[Pair]],
+    with_sources: bool,
+) -> list[dict[str, Any]]:
+    """Source rows (every reference, when the near check is on) first, then pair rows by partition."""
+    blank = {"status": "ok", "reason": "", "error": "", "prompt": "", "subject": "", "seed": 0, "prompt_index": 0}
+    none = {"ref_path": "", "ref_offset": 0, "ref_size": 0, "src_path": "", "src_offset": 0, "src_size": 0}
+    rows = []
+    if with_sources:
+        for ref in references:
+            rows.append(
+                {
+                    **blank,
+                    **none,
+                    "input_key": f"source:{ref.key}",
+                    "kind": "source",
+                    "partition": -1,
+                    "reference_set": ref.set_path,
+                    "reference_key": ref.key,
+                    "src_path": ref.source_target.path,
+                    "src_offset": ref.source_target.offset,
+                    "src_size": ref.source_target.size,
+                }
+            )
+    for partition, (_, refs) in enumerate(partitions):
+        for ref in refs:
+            for pair in pairs[ref.key]:
+                rows.append(
+                    {
+                        **blank,
+                        **none,
+                        "input_key": pair.pair_id,
+                        "kind": "pair",
+                        "partition": partition,
+                        "reference_set": ref.set_path,
+                        "reference_key": ref.key,
+                        "prompt_index": pair.prompt_index,
+                        "prompt": pair.prompt,
+                        "subject": ref.subject,
+                        "seed": pair.seed,
+                        "ref_path": ref.reference.path,
+                        "ref_offset": ref.reference.offset,
+                        "ref_size": ref.reference.size,
+                    }
+                )
+    return rows
+
+
+def _clear_round_files(root: Path) -> None:
+    """What a round writes beside its shards; overwrite mode starts without them."""
+    shutil.rmtree(root / CANDIDATES_DIR, ignore_errors=True)
+    shutil.rmtree(root / REPORT_DIR, ignore_errors=True)
+    (root / REPORT_NAME).unlink(missing_ok=True)
+
+
+def _drop_unfinished_tables(shard_set: ShardSet) -> None:
+    """Candidate tables of shards that never committed, and temporaries: what a killed round leaves."""
+    folder = shard_set.root / CANDIDATES_DIR
+    if not folder.is_dir():
+        return
+    done = {f"{shard_set.layout.shard_name(n)}.parquet" for n in shard_set.layout.done_numbers()}
+    for path in folder.iterdir():
+        if path.name not in done:
+            path.unlink(missing_ok=True)
+
+
+def _write_pictures(root: Path, report: RoundReport, examples: dict[bool, list[Example]]) -> None:
+    folder = root / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, sides in report.score_lists().items():
+        histogram_image(name, sides["accepted"], sides["rejected"]).save(folder / f"histogram-{name}.png")
+    shown = examples[True] + examples[False]
+    if shown:  # a rerun with nothing left to do keeps the examples of the run that made them
+        examples_grid(shown).save(folder / "examples.png")
+
+
+def _summarize(report: RoundReport, records: list[dict[str, Any]]) -> None:
+    report.candidates = [_public(r) for r in records]
+    report.num_candidates = len(records)
+    report.num_accepted = sum(1 for r in records if r["accepted"])
+    report.num_failed = sum(1 for r in records if r["status"] == "failed")
+    report.reasons = dict(sorted(Counter(r["reason"] for r in records if r["reason"]).items()))
+
+
+def improve_round(config: ImproveConfig, on_progress: Callable[[int, int], None] | None = None) -> RoundReport:
+    """Run one round; `on_progress(done, total)` is called as candidates are written. Returns the report.
+
+    Raises FileNotFoundError (no checkpoint, a missing input set or candidate table), ValueError (an input
+    set that is not closed, no references to pick), RuntimeError (rows out of order: a broken Ray Data).
+    """
+    from cafe_model.trained import find_checkpoint
+
+    started = time.monotonic()
+    mode = parse_mode(config.mode)
+    checkpoint = find_checkpoint(config.checkpoint, weights=config.weights)
+    checkpoint_path = checkpoint.path.resolve()
+    resolution = checkpoint.config.get("resolution_px")
+    size_px = config.size_px if config.size_px is not None else (int(resolution) if resolution else None)
+
+    read_started = time.perf_counter()
+    inputs: RoundInputs = read_round_inputs(config.shards, num_references=config.num_references, seed=config.seed)
+    read_s = time.perf_counter() - read_started
+    if not inputs.references:
+        raise ValueError(f"--shards {', '.join(config.shards)}: no unflagged samples to take references from")
+    round_number = inputs.round + 1
+    references = inputs.references
+    pairs = {
+        ref.key: [
+            Pair(ref, index, prompt, pair_seed(config.seed, round_number, ref.key, index))
+            for index, prompt in pick_prompts(
+                ref.subject, ref.caption, config.prompts_per_reference, seed=config.seed, reference_key=ref.key
+            )
+        ]
+        for ref in references
+    }
+
+    root = Path(config.output)
+    shard_set = ShardSet(root, prefix=config.prefix)
+    if mode is WriteMode.OVERWRITE:
+        _clear_round_files(root)
+    first = shard_set.prepare(mode)
+    _drop_unfinished_tables(shard_set)
+    done_keys = shard_set.done_input_keys() if mode is WriteMode.INCREMENTAL else set()
+    step = checkpoint.step
+
+    def is_done(ref: InputReference) -> bool:
+        keys = [
+            candidate_key(ref.key, p.prompt_index, c, step, round_number)
+            for p in pairs[ref.key]
+            for c in range(config.candidates_per_pair)
+        ]
+        return all(k in done_keys for k in keys)
+
+    todo = [ref for ref in references if not is_done(ref)]
+    partitions = plan_partitions(shard_set, todo, config.references_per_shard, first, key=lambda ref: ref.key)
+    layout = shard_set.layout
+    prior: list[dict[str, Any]] = []
+    for number in layout.done_numbers():
+        prior += _read_candidates(candidates_path(root, layout.shard_name(number)))
+
+    scorer_preset = get_scorer_preset(config.preset)
+    models = {
+        **scorer_preset.model_records(),
+        "generator": {"name": str(checkpoint_path), "revision": f"step-{step:06d}"},
+    }
+    sampler = {
+        "scheduler": "DDIMScheduler",  # load_trained_pipeline's; the stage reports it, checked below
+        "steps": config.num_steps,
+        "text_guidance": config.text_guidance,
+        "reference_guidance": config.reference_guidance,
+        "reference_scale": config.reference_scale,
+        "negative_prompt": config.negative_prompt,
+        "height_px": size_px,
+        "width_px": size_px,
+        "eta": 0.0,
+    }
+    metadata_base = {
+        "round": round_number,
+        "models": models,
+        "generation": {
+            "checkpoint": {
+                "path": str(checkpoint_path),
+                "step": step,
+                "preset": checkpoint.preset,
+                "weights": checkpoint.weights_path.name,
+            },
+            "sampler": sampler,
+        },
+    }
+    dedupe = DedupeIndex(config.dedupe, known_sha256=inputs.target_sha256)
+    with_sources = config.dedupe.max_cosine is not None
+    big = 1 << 62  # partitions, not size limits, decide where shards end
+    writer = ShardWriter(
+        root,
+        prefix=config.prefix,
+        first_shard=first,
+        skip_done=mode is WriteMode.INCREMENTAL,
+        max_samples=big,
+        max_bytes=big,
+        max_inputs=big,
+    )
+    sink = _RoundWriter(
+        config=config,
+        writer=writer,
+        partitions=partitions,
+        pairs=pairs,
+        dedupe=dedupe,
+        prior_accepted=[r for r in prior if r["accepted"]],
+        num_sources=len(references) if (with_sources and partitions) else 0,
+        metadata_base=metadata_base,
+        on_progress=on_progress,
+    )
+    if partitions:
+        ensure_ray()
+        configure_streaming(_buffer_bytes(config, size_px or 512))
+        rows = _rows(references, partitions, pairs, with_sources)
+        with writer:
+            for batch in build_round_dataset(config, checkpoint_path, size_px, rows).iter_batches(
+                batch_size=None, batch_format="numpy"
+            ):
+                used = {str(name) for name in batch["scheduler"] if name} - {sampler["scheduler"]}
+                if used:  # the json would misstate the sampler
+                    raise RuntimeError(f"the generate stage sampled with {used}, not {sampler['scheduler']}")
+                for row in iter_rows(batch):
+                    sink.add(row)
+
+    lineage = {
+        "job": "improve-round",
+        "round": round_number,
+        "input_sets": inputs.sets,
+        "checkpoints": [metadata_base["generation"]["checkpoint"]],
+        "scorers": {"preset": config.preset, "models": scorer_preset.model_records()},
+        "config": config_dict(config),
+    }
+    shard_set.close(lineage=lineage)
+
+    report = RoundReport(
+        round=round_number,
+        output=str(root),
+        checkpoint=str(checkpoint_path),
+        checkpoint_step=step,
+        preset=config.preset,
+        input_sets=[s["path"] for s in inputs.sets],
+        num_references=len(references),
+        num_pairs=sum(len(p) for p in pairs.values()),
+        references_already_done=len(references) - len(todo),
+        candidates_this_run=len(sink.records),
+        shards_written=sink.shards_written,
+    )
+    _summarize(report, prior + sink.records)
+    report_started = time.perf_counter()
+    _write_pictures(root, report, sink.examples)
+    seconds = {**sink.seconds, "read": read_s, "report": time.perf_counter() - report_started}
+    report.stage_s = {name: round(seconds.get(name, 0.0), 6) for name in STAGES}
+    report.wall_s = round(time.monotonic() - started, 3)
+    data = json.dumps(report.to_dict(), indent=1).encode()
+    atomic_write(root / REPORT_NAME, data, root / f".{REPORT_NAME}.{os.getpid()}.tmp")
+    return report

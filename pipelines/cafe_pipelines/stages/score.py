@@ -1,0 +1,126 @@
+"""ScoreStage: scores, found subject and embedding of each candidate; embeddings of the references' sources."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cafe_pipelines.batch import Batch, column, run_stage
+from cafe_pipelines.decoding import read_input_bytes
+from cafe_pipelines.threads import set_threads
+from cafe_vision.compose import mask_image
+
+SCORE_DECIMALS = 6  # what the filter judges and the json records; also hides last-bit noise
+
+
+def _open(data: bytes, mode: str) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.convert(mode)
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def embedding_bytes(embeddings: np.ndarray) -> bytes:
+    return np.ascontiguousarray(embeddings, dtype="<f4").tobytes()
+
+
+def embeddings_from_bytes(data: bytes, count: int) -> np.ndarray:
+    """(count, D) float32 from `embedding_bytes`."""
+    flat = np.frombuffer(data, dtype="<f4")
+    return flat.reshape(count, -1) if count else flat.reshape(0, 0)
+
+
+class ScoreStage:
+    """Model stage (one `cafe_vision.scorers.Scorers` per actor).
+
+    Pair rows (kind "pair") in: m_reference, m_targets, prompt, subject. Out: c_scores (JSON list, one
+    score dict per candidate, rounded to SCORE_DECIMALS), c_boxes (JSON list of [x0, y0, x1, y1] or
+    null), m_masks (a mask.png per candidate, b"" where nothing was found), c_embeddings (float32
+    bytes, one L2-normalized row per candidate).
+    Source rows (kind "source") in: src_path, src_offset, src_size (a reference's source target in an
+    input tar). Out: c_embeddings (one row).
+    Both: t_score.
+
+    Candidates are scored from the decoded JPEG bytes (what the shard will hold), and a pair's
+    candidates are scored together in one call, a source alone: the scorers' numbers depend on what
+    shares their batch, so this keeps every number the same on every run, however Ray batches rows.
+    """
+
+    def __init__(
+        self,
+        preset: str,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        num_threads: int | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        set_threads(num_threads)
+        from cafe_vision.scorers import Scorers
+
+        self.scorers = Scorers(preset, device=device, dtype=dtype, cache_dir=cache_dir)
+        self.batch_size = batch_size
+
+    def score_pair(self, reference_png: bytes, targets: list[bytes], prompt: str, subject: str) -> dict[str, object]:
+        """The outputs of one pair row (see the class docstring), as a dict of column values."""
+        reference = _open(reference_png, "RGBA")
+        images = [_open(data, "RGB") for data in targets]
+        count = len(images)
+        results = self.scorers(
+            [reference] * count, images, [prompt] * count, [subject] * count, batch_size=self.batch_size
+        )
+        masks, boxes = [], []
+        for image, result in zip(images, results, strict=True):
+            if result.mask is None or result.box_xyxy is None:
+                masks.append(b"")
+                boxes.append(None)
+                continue
+            if result.mask.shape != (image.height, image.width):
+                raise ValueError(f"mask of shape {result.mask.shape} for a {image.width}x{image.height} image")
+            masks.append(_png(mask_image(np.asarray(result.mask, dtype=bool))))
+            boxes.append([int(v) for v in result.box_xyxy])
+        scores = [{name: round(float(v), SCORE_DECIMALS) for name, v in r.scores.items()} for r in results]
+        embeddings = self.scorers.embed_images(images, batch_size=max(1, count))
+        return {
+            "c_scores": json.dumps(scores),
+            "c_boxes": json.dumps(boxes),
+            "m_masks": masks,
+            "c_embeddings": embedding_bytes(embeddings),
+        }
+
+    def embed_source(self, target_jpg: bytes) -> bytes:
+        return embedding_bytes(self.scorers.embed_images([_open(target_jpg, "RGB")], batch_size=1))
+
+    def __call__(self, batch: Batch) -> Batch:
+        batch = dict(batch)
+        for name, fill in (("c_scores", "[]"), ("c_boxes", "[]"), ("m_masks", []), ("c_embeddings", b"")):
+            batch[name] = column(batch, name, fill)
+
+        def work(b: Batch, indices: list[int]) -> None:
+            for i in indices:
+                if b["kind"][i] == "source":
+                    data = read_input_bytes(str(b["src_path"][i]), int(b["src_offset"][i]), int(b["src_size"][i]))
+                    b["c_embeddings"][i] = self.embed_source(data)
+                    continue
+                outputs = self.score_pair(
+                    bytes(b["m_reference"][i]),
+                    [bytes(t) for t in b["m_targets"][i]],
+                    str(b["prompt"][i]),
+                    str(b["subject"][i]),
+                )
+                for name, value in outputs.items():
+                    b[name][i] = value
+
+        batch = run_stage("score", batch, work)
+        # Ray hands list columns back as object arrays, which Arrow cannot take: lists of bytes again.
+        batch["m_targets"] = [[bytes(t) for t in targets] for targets in batch["m_targets"]]
+        return batch
