@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +19,22 @@ def local_ray():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model cache of this session only: tests never read or write ~/.cache."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models are all overhead: one thread is as fast as two, and does not collapse when other
+    processes share the 2 cores (OpenMP threads spin-waiting on each other slow tiny ops 10-30x).
+    Folders of model tests use it for every module (`usefixtures` or an autouse alias)."""
+    import torch  # here, not at the top: tests that check what a light package imports run in this process
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from factories import make_triple
 from train.train_helpers import write_shard_set
 
@@ -21,16 +19,8 @@ STEPS_PER_ROUND = 3
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every module here runs its tiny models on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

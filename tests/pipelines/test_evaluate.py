@@ -5,11 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image, ImageOps
 from skimage import data
 
@@ -42,16 +40,8 @@ def write_eval_set(root: Path, *, subjects_file: str = "json") -> Path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every module here runs its tiny models on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

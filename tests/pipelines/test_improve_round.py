@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from improve_helpers import shard_md5s, status_rows, train_tiny, tree_hashes, write_input_set
 from PIL import Image
 
@@ -43,11 +41,8 @@ NUM_STEPS = 8
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every module here runs its tiny models on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
