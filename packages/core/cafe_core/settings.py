@@ -2,10 +2,12 @@
 
     values = load_yaml("job.yaml")                                   # --config job.yaml
     values = parse_sets(["gates.min_box_score=0.3", "lr=1e-4"])      # --set ... (values parsed as YAML)
+    check_fields(TrainConfig, values, "training")                    # unknown / missing fields, named
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +38,19 @@ def parse_sets(assignments: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
     return result
+
+
+def check_fields(config_class: type, values: dict[str, Any], what: str) -> None:
+    """ValueError naming the settings `config_class` (a dataclass) does not have, listing the known ones,
+    or the required ones `values` lacks. `what` names the job in the message ("training", "loop")."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in values
+    ]
+    if missing:
+        raise ValueError(f"missing required {what} setting(s): {', '.join(missing)} (e.g. --set {missing[0]}=...)")

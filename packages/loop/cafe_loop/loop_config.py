@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cafe_core.settings import load_yaml, parse_sets
+from cafe_core.settings import check_fields, load_yaml, parse_sets
 from cafe_model.presets import get_preset
 from cafe_pipelines.improve_config import ImproveConfig, improve_recipe
 from cafe_train.config import TrainConfig
@@ -172,15 +172,5 @@ def load_loop_config(path: str | Path | None = None, *, sets: list[str] | None =
     values: dict[str, Any] = load_yaml(path) if path is not None else {}
     values = _merge(values, {name: value for name, value in fields.items() if value is not None})
     values = _merge(values, parse_sets(sets or []))
-    known = {f.name: f for f in dataclasses.fields(LoopConfig)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown loop setting(s): {', '.join(unknown)}; known: {', '.join(known)}")
-    missing = [
-        name
-        for name, f in known.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in values
-    ]
-    if missing:
-        raise ValueError(f"missing required loop setting(s): {', '.join(missing)} (e.g. --set {missing[0]}=...)")
+    check_fields(LoopConfig, values, "loop")
     return LoopConfig(**values)

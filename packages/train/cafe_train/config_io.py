@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from cafe_core.settings import load_yaml, parse_sets
+from cafe_core.settings import check_fields, load_yaml, parse_sets
 from cafe_train.config import TrainConfig
 
 
@@ -27,17 +27,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """A validated TrainConfig; ValueError naming unknown or missing fields and listing the known ones."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown training setting(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    required = [
-        name
-        for name, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in values
-    ]
-    if required:
-        raise ValueError(f"missing required training setting(s): {', '.join(required)} (e.g. --set {required[0]}=...)")
+    check_fields(TrainConfig, values, "training")
     hints = typing.get_type_hints(TrainConfig)
     coerced = {
         name: _as_float(name, value) if _takes_float(hints[name], value) else value for name, value in values.items()
