@@ -73,8 +73,7 @@ class ClipScorer:
         """(N,) CLIP-T of each image with its prompt: 100 * max(cos, 0), in [0, 100]."""
         if len(images) != len(prompts):
             raise ValueError(f"got {len(images)} images and {len(prompts)} prompts; give one prompt per image")
-        cosines = (self.embed_images(images) * self.embed_texts(prompts)).sum(axis=1)
-        return (100.0 * np.maximum(cosines, 0.0)).astype(np.float32)
+        return clip_t_from_embeddings(self.embed_images(images), self.embed_texts(prompts))
 
     def clip_i(self, references: Sequence[Image.Image], images: Sequence[Image.Image]) -> np.ndarray:
         """(N,) cosine of each reference's image embedding with its image's, in [-1, 1]."""
@@ -104,3 +103,9 @@ class ClipScorer:
             input_ids=inputs["input_ids"].to(self.device), attention_mask=inputs["attention_mask"].to(self.device)
         ).pooler_output.float()
         return torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
+
+
+def clip_t_from_embeddings(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+    """(N,) CLIP-T from paired L2-normalized rows: 100 * max(cos, 0), torchmetrics' CLIPScore."""
+    cosines = (image_embeddings * text_embeddings).sum(axis=1)
+    return (100.0 * np.maximum(cosines, 0.0)).astype(np.float32)

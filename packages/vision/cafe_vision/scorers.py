@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cafe_vision.clip_scorer import ClipScorer
+from cafe_vision.clip_scorer import ClipScorer, clip_t_from_embeddings
 from cafe_vision.copy_paste import copy_paste_score
 from cafe_vision.cutout import on_background, subject_cutout
 from cafe_vision.dino_embedder import DinoEmbedder
@@ -45,11 +45,14 @@ class CandidateScore:
         subject_found: 1.0 when a box passed, else 0.0.
     box_xyxy: the subject found in the image, whole pixels; None if not found.
     mask: bool (H, W) in image coordinates, the found subject; None if not found.
+    embedding: (D,) the image's L2-normalized CLIP embedding (what `Scorers.embed_images` gives), for
+        near-duplicate checks without embedding the image again.
     """
 
     scores: dict[str, float]
     box_xyxy: tuple[int, int, int, int] | None
     mask: np.ndarray | None
+    embedding: np.ndarray | None = None
 
 
 class Scorers:
@@ -129,8 +132,16 @@ class Scorers:
         _check_lengths(references=references, images=images, prompts=prompts, found=found)
         if not images:
             return []
-        clip_i = self.clip.clip_i([on_background(reference) for reference in references], images)
-        clip_t = self.clip.clip_t(images, prompts)
+        # A round scores a pair's candidates together: one reference and one prompt for all of them.
+        # Each distinct reference, prompt and image is embedded once (CLIP-I, CLIP-T and the returned
+        # embedding share the image's).
+        ref_rows, unique_refs = _distinct(references, key=id)
+        prompt_rows, unique_prompts = _distinct(prompts, key=lambda prompt: prompt)
+        image_embeddings = self.clip.embed_images(images)
+        ref_embeddings = self.clip.embed_images([on_background(reference) for reference in unique_refs])[ref_rows]
+        text_embeddings = self.clip.embed_texts(unique_prompts)[prompt_rows]
+        clip_i = (ref_embeddings * image_embeddings).sum(axis=1)
+        clip_t = clip_t_from_embeddings(image_embeddings, text_embeddings)
         dino = self._dino_found(references, images, found)
         results = []
         for index, subject in enumerate(found):
@@ -142,7 +153,7 @@ class Scorers:
                 "num_instances": float(subject.num_instances),
                 "subject_found": 1.0 if subject.found else 0.0,
             }
-            results.append(CandidateScore(scores, subject.box_xyxy, subject.mask))
+            results.append(CandidateScore(scores, subject.box_xyxy, subject.mask, image_embeddings[index]))
         return results
 
     def embed_images(self, images: Sequence[Image.Image], *, batch_size: int = 8) -> np.ndarray:
@@ -193,15 +204,25 @@ class Scorers:
         indices = [index for index, subject in enumerate(found) if subject.found]
         if not indices:
             return scores
-        reference_views = [on_background(references[index]) for index in indices]
+        ref_rows, unique_refs = _distinct([references[index] for index in indices], key=id)
+        reference_views = [on_background(reference) for reference in unique_refs]
         subject_views = [
             on_background(subject_cutout(to_rgb(images[index]), found[index].mask, found[index].box_xyxy))
             for index in indices
         ]
         embeddings = self.dino_embedder(reference_views + subject_views)
-        reference_embeddings, subject_embeddings = embeddings[: len(indices)], embeddings[len(indices) :]
+        reference_embeddings = embeddings[: len(unique_refs)][ref_rows]
+        subject_embeddings = embeddings[len(unique_refs) :]
         scores[indices] = (reference_embeddings * subject_embeddings).sum(axis=1)
         return scores
+
+
+def _distinct(items: Sequence, key) -> tuple[np.ndarray, list]:
+    """(row of each item among the distinct ones, the distinct items in first-seen order)."""
+    positions: dict = {}
+    rows = [positions.setdefault(key(item), len(positions)) for item in items]
+    firsts = {row: item for row, item in zip(rows, items, strict=True)}
+    return np.asarray(rows, dtype=np.int64), [firsts[row] for row in range(len(positions))]
 
 
 def _check_lengths(**sequences: Sequence) -> None:

@@ -89,7 +89,8 @@ class ScoreStage:
             masks.append(_png(mask_image(np.asarray(result.mask, dtype=bool))))
             boxes.append([int(v) for v in result.box_xyxy])
         scores = [{name: round(float(v), SCORE_DECIMALS) for name, v in r.scores.items()} for r in results]
-        embeddings = self.scorers.embed_images(images, batch_size=max(1, count))
+        # The scorers embedded each image already (CLIP-I, CLIP-T): the near-duplicate check reuses it.
+        embeddings = np.stack([r.embedding for r in results]) if results else np.zeros((0, self.scorers.clip.dim))
         return {
             "c_scores": json.dumps(scores),
             "c_boxes": json.dumps(boxes),
