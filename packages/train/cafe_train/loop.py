@@ -201,8 +201,8 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
             for _ in range(config.grad_accum_steps):
                 wait_start = time.perf_counter()
                 batch = next(stream)
-                recorder.saw(batch["keys"])
                 wait_s += time.perf_counter() - wait_start
+                recorder.saw(batch["keys"])
                 batches_done += 1
                 samples += len(batch["keys"])
                 with accelerator.accumulate(model):
