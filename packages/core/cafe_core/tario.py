@@ -11,7 +11,9 @@ tar, Python's tarfile, webdataset and wids all read it.
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -50,12 +52,41 @@ def ustar_header(name: str, size: int, mtime: int = FIXED_MTIME) -> bytes:
     return bytes(header)
 
 
+class _BackgroundMD5:
+    """md5 on a worker thread. hashlib releases the GIL while it hashes a large buffer, so hashing a
+    member overlaps writing the next one: the md5 the shard index needs costs no wall time of its own
+    where a second core is free. The queue is bounded, so memory stays a few members deep."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, name="tar-md5", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._md5.update(chunk)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._md5.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class TarStreamWriter:
-    """Appends regular-file members to a binary stream and keeps the md5 of all bytes written."""
+    """Appends regular-file members to a binary stream and keeps the md5 of all bytes written.
+    Call `finish` (or `close`, to abandon the stream) when done: it ends the hashing thread."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._md5 = hashlib.md5()
+        self._md5 = _BackgroundMD5()
         self.num_bytes = 0
 
     def _emit(self, data: bytes) -> None:
@@ -64,11 +95,10 @@ class TarStreamWriter:
         self.num_bytes += len(data)
 
     def add(self, name: str, data: bytes) -> None:
-        self._emit(ustar_header(name, len(data)))
-        self._emit(data)
+        # One buffer per member (header, data, padding): a third of the writes and queue hand-offs.
         remainder = len(data) % BLOCK
-        if remainder:
-            self._emit(bytes(BLOCK - remainder))
+        padding = bytes(BLOCK - remainder) if remainder else b""
+        self._emit(b"".join((ustar_header(name, len(data)), data, padding)))
 
     def finish(self) -> str:
         """Write the end-of-archive blocks and record padding; return the md5 hex digest."""
@@ -77,6 +107,10 @@ class TarStreamWriter:
         if remainder:
             self._emit(bytes(RECORD - remainder))
         return self._md5.hexdigest()
+
+    def close(self) -> None:
+        """Stop hashing without a digest (the stream is being abandoned)."""
+        self._md5.close()
 
 
 def _read_exact(stream: BinaryIO, size: int, what: str, offset: int) -> bytes:

@@ -267,6 +267,7 @@ class ShardWriter:
     def _abandon(self) -> None:
         shard, self._shard = self._shard, None
         if shard is not None:
+            shard.tar.close()
             shard.file.close()
             shard.temp_tar.unlink(missing_ok=True)
 
