@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from factories import make_triple, ok_input
 from PIL import Image
 from skimage import data
+from train.train_helpers import write_shard_set
 from typer.testing import CliRunner
 
 from cafe_cli.main import app
-from cafe_core import ShardSet
 
 runner = CliRunner()
 TINY_TRAINING = ["max_steps=2", "resolution_px=32", "batch_size=2", "num_workers=0", "shuffle_buffer=4"]
@@ -28,25 +25,12 @@ def cafe(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cache = tmp_path_factory.mktemp("models")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CAFE_MODEL_CACHE", str(cache))
-        yield cache
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("private_model_cache")
 
 
 @pytest.fixture(scope="module")
 def real_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("real") / "set"
-    with ShardSet(root).writer(mode="overwrite", fsync=False, max_samples=2) as writer:
-        for index in range(4):
-            triple = make_triple(index)
-            writer.add(ok_input(triple), [triple])
-    return root
+    return write_shard_set(tmp_path_factory.mktemp("real") / "set", range(4))
 
 
 @pytest.fixture(scope="module")

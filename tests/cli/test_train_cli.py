@@ -1,23 +1,22 @@
 """`cafe train run|launch` and `cafe generate` on tiny real shard sets and the tiny preset.
 
-The model cache is private to the module (CAFE_MODEL_CACHE), so ~/.cache is never touched.
+The model cache is private to the session (CAFE_MODEL_CACHE), so ~/.cache is never touched.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from factories import make_triple, ok_input
+from factories import make_triple
 from PIL import Image
+from train.train_helpers import write_shard_set
 from typer.testing import CliRunner
 
 from cafe_cli.main import app
-from cafe_core import ShardSet
 
 runner = CliRunner()
 TINY_TRAINING = [
@@ -40,29 +39,12 @@ def cafe(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Random presets are built into this module's own cache; one torch thread (tiny models are all overhead)."""
-    cache = tmp_path_factory.mktemp("models")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CAFE_MODEL_CACHE", str(cache))
-        yield cache
-    torch.set_num_threads(threads)
-
-
-def write_set(root: Path, count: int) -> Path:
-    with ShardSet(root).writer(mode="overwrite", fsync=False, max_samples=2) as writer:
-        for index in range(count):
-            triple = make_triple(index)
-            writer.add(ok_input(triple), [triple])
-    return root
+pytestmark = pytest.mark.usefixtures("private_model_cache")
 
 
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_set(tmp_path_factory.mktemp("shards") / "set", 4)
+    return write_shard_set(tmp_path_factory.mktemp("shards") / "set", range(4))
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +102,7 @@ def test_generation_finds_the_checkpoint_train_wrote(trained_run: tuple[Path, ob
 
 @pytest.fixture(scope="module")
 def corrupt_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_set(tmp_path_factory.mktemp("corrupt") / "set", 2)
+    root = write_shard_set(tmp_path_factory.mktemp("corrupt") / "set", range(2))
     with open(root / "shard-000000.tar", "ab") as tar:
         tar.write(b"\0" * 512)  # the index's filesize and md5 no longer match
     return root
