@@ -19,7 +19,8 @@ import re
 
 from cafe_vision.subject import head_noun
 
-OBJECT_PROMPTS = (
+# DreamBench's prompt lists: the two share their first ten (scenes) and last five (attributes).
+_SCENE_PROMPTS = (
     "a {} in the jungle",
     "a {} in the snow",
     "a {} on the beach",
@@ -30,6 +31,18 @@ OBJECT_PROMPTS = (
     "a {} with a mountain in the background",
     "a {} with a blue house in the background",
     "a {} on top of a purple rug in a forest",
+)
+
+_ATTRIBUTE_PROMPTS = (
+    "a red {}",
+    "a purple {}",
+    "a shiny {}",
+    "a wet {}",
+    "a cube shaped {}",
+)
+
+OBJECT_PROMPTS = (
+    *_SCENE_PROMPTS,
     "a {} with a wheat field in the background",
     "a {} with a tree and autumn leaves in the background",
     "a {} with the Eiffel Tower in the background",
@@ -40,24 +53,11 @@ OBJECT_PROMPTS = (
     "a {} on top of the sidewalk in a crowded street",
     "a {} on top of a dirt road",
     "a {} on top of a white rug",
-    "a red {}",
-    "a purple {}",
-    "a shiny {}",
-    "a wet {}",
-    "a cube shaped {}",
+    *_ATTRIBUTE_PROMPTS,
 )
 
 LIVE_PROMPTS = (
-    "a {} in the jungle",
-    "a {} in the snow",
-    "a {} on the beach",
-    "a {} on a cobblestone street",
-    "a {} on top of pink fabric",
-    "a {} on top of a wooden floor",
-    "a {} with a city in the background",
-    "a {} with a mountain in the background",
-    "a {} with a blue house in the background",
-    "a {} on top of a purple rug in a forest",
+    *_SCENE_PROMPTS,
     "a {} wearing a red hat",
     "a {} wearing a santa hat",
     "a {} wearing a rainbow scarf",
@@ -68,11 +68,7 @@ LIVE_PROMPTS = (
     "a {} wearing pink glasses",
     "a {} wearing a yellow shirt",
     "a {} in a purple wizard outfit",
-    "a red {}",
-    "a purple {}",
-    "a shiny {}",
-    "a wet {}",
-    "a cube shaped {}",
+    *_ATTRIBUTE_PROMPTS,
 )
 
 # Head nouns of live subjects (DreamBench's are dogs and cats; people and common animals added).
