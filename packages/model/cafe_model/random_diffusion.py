@@ -10,6 +10,7 @@ shapes, the code paths and the cost are real.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,9 +143,7 @@ def build_random_diffusion(spec: RandomDiffusionSpec, folder: Path) -> None:
         requires_safety_checker=False,
     )
     pipeline.save_pretrained(folder)
-    for scratch in (folder / "_tokenizer").iterdir():
-        scratch.unlink()
-    (folder / "_tokenizer").rmdir()
+    shutil.rmtree(folder / "_tokenizer")  # the scratch copy the processor was built from
 
 
 def random_diffusion_folder(spec: RandomDiffusionSpec, *, cache_dir: str | Path | None = None) -> Path:

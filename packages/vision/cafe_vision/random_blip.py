@@ -7,6 +7,7 @@ Its captions are gibberish: only the shapes and the cost are real.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,9 +84,7 @@ def build_random_blip(spec: RandomBlipSpec, folder: Path) -> None:
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    for scratch in (folder / "_tokenizer").iterdir():
-        scratch.unlink()
-    (folder / "_tokenizer").rmdir()
+    shutil.rmtree(folder / "_tokenizer")  # the scratch copy the processor was built from
 
 
 def random_blip_folder(spec: RandomBlipSpec, *, cache_dir: str | Path | None = None) -> Path:

@@ -9,6 +9,7 @@ the cost are real.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,9 +101,7 @@ def build_random_clip(spec: RandomClipSpec, folder: Path) -> None:
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    for scratch in (folder / "_tokenizer").iterdir():
-        scratch.unlink()
-    (folder / "_tokenizer").rmdir()
+    shutil.rmtree(folder / "_tokenizer")  # the scratch copy the processor was built from
 
 
 def random_clip_folder(spec: RandomClipSpec, *, cache_dir: str | Path | None = None) -> Path:
