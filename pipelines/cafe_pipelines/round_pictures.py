@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from cafe_core.contact import checkerboard
+
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
 MUTED = (150, 150, 150)
 ACCEPTED = (80, 190, 110)
 REJECTED = (220, 80, 70)
-CHECKER = ((200, 200, 200), (150, 150, 150))
 # The scores an examples cell shows first, in this order; any others follow by name.
 SHOWN_FIRST = ("dino", "clip_i", "clip_t", "copy_paste", "num_instances", "subject_found")
 SHORT_NAMES = {"num_instances": "n", "subject_found": "found", "copy_paste": "copy"}
@@ -93,21 +94,12 @@ def histogram_image(
     return image
 
 
-def _checkerboard(size: tuple[int, int], cell: int = 8) -> Image.Image:
-    board = Image.new("RGB", size, CHECKER[0])
-    draw = ImageDraw.Draw(board)
-    for y in range(0, size[1], cell):
-        for x in range((y // cell) % 2 * cell, size[0], 2 * cell):
-            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=CHECKER[1])
-    return board
-
-
 def _tile(data: bytes, tile_px: int) -> Image.Image:
     """An encoded image fitted into a square tile, transparent pixels over a checkerboard."""
     with Image.open(io.BytesIO(data)) as opened:
         image = opened.convert("RGBA")
     image = ImageOps.contain(image, (tile_px, tile_px), Image.Resampling.BICUBIC)  # small images scale up too
-    tile = _checkerboard((tile_px, tile_px))
+    tile = checkerboard((tile_px, tile_px))
     tile.paste(image, ((tile_px - image.width) // 2, (tile_px - image.height) // 2), image)
     return tile
 

@@ -19,7 +19,7 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _checkerboard(size: tuple[int, int], cell: int = 8) -> Image.Image:
+def checkerboard(size: tuple[int, int], cell: int = 8) -> Image.Image:
     """A checkerboard to show the reference's transparent pixels as transparent."""
     board = Image.new("RGB", size, CHECKER[0])
     draw = ImageDraw.Draw(board)
@@ -37,7 +37,7 @@ def _fit_height(image: Image.Image, height: int) -> Image.Image:
 def triple_panel(triple: Triple, height: int = 256, caption_lines: int = 3) -> Image.Image:
     """reference | mask | target at one height, the key, subject and prompt written below."""
     reference = _fit_height(triple.reference, height)
-    shown_reference = _checkerboard(reference.size)
+    shown_reference = checkerboard(reference.size)
     shown_reference.paste(reference, (0, 0), reference)
     tiles = [shown_reference, _fit_height(triple.mask.convert("RGB"), height), _fit_height(triple.target, height)]
     gap = 4
