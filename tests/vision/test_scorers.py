@@ -17,7 +17,7 @@ from torchvision.ops import box_iou
 from transformers import CLIPModel, CLIPProcessor
 
 from cafe_vision.compose import box_from_mask, compose_reference
-from cafe_vision.copy_paste import copy_paste_score
+from cafe_vision.copy_paste import copy_paste_score, reference_pixels
 from cafe_vision.scorer_presets import SCORER_PRESETS, get_scorer_preset
 from cafe_vision.scorers import SCORE_NAMES, Scorers
 from cafe_vision.subject_finder import FoundSubject
@@ -189,6 +189,26 @@ def test_copy_paste_survives_jpeg_rescaling_and_a_loose_box(subject_reference: I
     loose = (x0 - 4, y0 - 4, x1 + 4, y1 + 4)
     assert copy_paste_score(subject_reference, image, loose, None) > 0.6
     assert copy_paste_score(subject_reference, image, None, None) == 0.0
+
+
+def test_copy_paste_of_an_empty_or_flat_reference(subject_reference: Image.Image) -> None:
+    """Nothing opaque: nothing to compare, 0.0. A flat grey subject is judged on closeness alone: its
+    pasted copy scores about 1, a subject of another grey far less."""
+    empty = Image.new("RGBA", (40, 40), (200, 10, 10, 0))
+    assert reference_pixels(empty) is None
+    assert copy_paste_score(empty, photo("rocket", (96, 96)), (0, 0, 40, 40), None) == 0.0
+    flat = Image.new("RGBA", (40, 40), (128, 128, 128, 255))
+    prepared = reference_pixels(flat)
+    assert prepared is not None and prepared.flat
+    background = photo("rocket", (96, 96))
+    image, found = paste(flat, (20, 20), background)
+    assert copy_paste_score(prepared, image, found.box_xyxy, found.mask) > 0.98
+    darker, found = paste(Image.new("RGBA", (40, 40), (90, 90, 90, 255)), (20, 20), background)
+    assert copy_paste_score(prepared, darker, found.box_xyxy, found.mask) < 0.5
+    # Prepared once or given as the image: the same score.
+    assert copy_paste_score(flat, darker, found.box_xyxy, found.mask) == copy_paste_score(
+        prepared, darker, found.box_xyxy, found.mask
+    )
 
 
 class _ClipFeatures(CLIPModel):

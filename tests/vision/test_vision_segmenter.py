@@ -12,6 +12,7 @@ from cafe_vision.load import load_segmenter
 from cafe_vision.mask_cleanup import clean_mask
 from cafe_vision.presets import get_preset
 from cafe_vision.random_sam import random_sam_checkpoint
+from cafe_vision.sam_decode import decode_boxes
 from cafe_vision.sam_model import SAM_VIT_B, SAM_VIT_H, SamArch, build_sam, load_sam
 from cafe_vision.segmenter import MaskResult, Segmenter
 
@@ -55,6 +56,30 @@ def test_batched_equals_one_by_one(segmenter, photos):
         for a, b in zip(alone, batch_result, strict=True):
             assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
             assert (a.mask != b.mask).mean() < 1e-3  # pixels right at the logit threshold may flip
+
+
+def test_decode_boxes_equals_sam_forward_per_image(segmenter, photos):
+    """All boxes of all images in one decoder call give what Sam.forward's per-image loop gives."""
+    model, transform = segmenter.model, ResizeLongestSide(segmenter.image_size_px)
+    records, owners, boxes = [], [], []
+    for photo, photo_boxes in zip(photos, BOXES, strict=True):
+        if not photo_boxes:
+            continue
+        pixels = np.asarray(photo)
+        image = torch.as_tensor(transform.apply_image(pixels)).permute(2, 0, 1).contiguous()
+        scaled = transform.apply_boxes_torch(torch.tensor(photo_boxes), pixels.shape[:2])
+        records.append({"image": image, "original_size": pixels.shape[:2], "boxes": scaled})
+        owners += [len(records) - 1] * len(photo_boxes)
+        boxes.append(scaled)
+    expected = model(records, multimask_output=True)
+    with torch.inference_mode():
+        embeddings = model.image_encoder(torch.stack([model.preprocess(r["image"]) for r in records]))
+    logits, ious = decode_boxes(model, embeddings, torch.tensor(owners), torch.cat(boxes))
+    assert logits.shape[:2] == ious.shape == (len(owners), 3)
+    torch.testing.assert_close(logits, torch.cat([e["low_res_logits"] for e in expected]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ious, torch.cat([e["iou_predictions"] for e in expected]), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="owners"):
+        decode_boxes(model, embeddings, torch.tensor(owners[:-1]), torch.cat(boxes))
 
 
 def test_no_boxes_costs_nothing(segmenter, photos):

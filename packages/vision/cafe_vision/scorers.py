@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from cafe_vision.clip_scorer import ClipScorer, clip_t_from_embeddings
-from cafe_vision.copy_paste import copy_paste_score
+from cafe_vision.copy_paste import copy_paste_score, reference_pixels
 from cafe_vision.cutout import on_background, subject_cutout
 from cafe_vision.dino_embedder import DinoEmbedder
 from cafe_vision.images import to_rgb
@@ -137,19 +137,22 @@ class Scorers:
         # embedding share the image's).
         ref_rows, unique_refs = _distinct(references, key=id)
         prompt_rows, unique_prompts = _distinct(prompts, key=lambda prompt: prompt)
-        image_embeddings = self.clip.embed_images(images)
-        ref_embeddings = self.clip.embed_images([on_background(reference) for reference in unique_refs])[ref_rows]
+        # Candidates and references share one CLIP call (one preprocessing and forward, not two).
+        embedded = self.clip.embed_images([*images, *(on_background(reference) for reference in unique_refs)])
+        image_embeddings, ref_embeddings = embedded[: len(images)], embedded[len(images) :][ref_rows]
         text_embeddings = self.clip.embed_texts(unique_prompts)[prompt_rows]
         clip_i = (ref_embeddings * image_embeddings).sum(axis=1)
         clip_t = clip_t_from_embeddings(image_embeddings, text_embeddings)
         dino = self._dino_found(references, images, found)
+        ref_pixels = [reference_pixels(reference) for reference in unique_refs]
         results = []
         for index, subject in enumerate(found):
+            pixels = ref_pixels[ref_rows[index]]
             scores = {
                 "dino": float(dino[index]),
                 "clip_i": float(clip_i[index]),
                 "clip_t": float(clip_t[index]),
-                "copy_paste": copy_paste_score(references[index], images[index], subject.box_xyxy, subject.mask),
+                "copy_paste": copy_paste_score(pixels, images[index], subject.box_xyxy, subject.mask),
                 "num_instances": float(subject.num_instances),
                 "subject_found": 1.0 if subject.found else 0.0,
             }
