@@ -70,6 +70,14 @@ def test_unknown_preset_names_the_known_ones() -> None:
     assert set(SCORER_PRESETS) == {"tiny", "base"}
 
 
+def test_the_preset_sets_the_grounders_input_square(scorers: Scorers) -> None:
+    tiny = get_scorer_preset("tiny")
+    assert scorers.finder.grounder.image_size_px == tiny.grounder_image_size_px == 96
+    assert tiny.vision.grounder_image_size_px == 128  # the data engine's own stays as it was
+    with pytest.raises(ValueError, match="grounder_image_size_px=16 is below 32"):
+        dataclasses.replace(tiny, grounder_image_size_px=16)
+
+
 def test_real_preset_without_weights_names_the_download(monkeypatch: pytest.MonkeyPatch) -> None:
     # Offline mode (what HF_HUB_OFFLINE=1 sets): fail on the first missing file instead of retrying the network.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

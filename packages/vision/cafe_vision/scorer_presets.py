@@ -27,6 +27,9 @@ class ScorerPreset:
     vision: the data-engine preset whose grounder and segmenter find the subject in a candidate.
     box_threshold / text_threshold: the grounder's; `num_instances` counts boxes above `box_threshold`.
     nms_iou_threshold: class-agnostic NMS over the subject's boxes before they are counted.
+    grounder_image_size_px: the square a candidate is fitted into for grounding (None: the vision
+        preset's). Candidates are the generator's size, smaller than the photos the data engine
+        grounds: each preset upsamples them about 1.5x, to Grounding DINO's own evaluation scale.
     """
 
     name: str
@@ -36,8 +39,13 @@ class ScorerPreset:
     box_threshold: float
     text_threshold: float
     nms_iou_threshold: float
+    grounder_image_size_px: int | None = None
 
     def __post_init__(self) -> None:
+        if self.grounder_image_size_px is not None and self.grounder_image_size_px < 32:
+            raise ValueError(
+                f"scorer preset {self.name!r}: grounder_image_size_px={self.grounder_image_size_px} is below 32"
+            )
         for field, value in (
             ("box_threshold", self.box_threshold),
             ("text_threshold", self.text_threshold),
@@ -100,6 +108,8 @@ TINY = ScorerPreset(
     box_threshold=0.85,
     text_threshold=0.25,
     nms_iou_threshold=0.5,
+    # The tiny generator draws 64 px candidates; the data engine's 128 px would upsample them 2x.
+    grounder_image_size_px=96,
 )
 
 BASE = ScorerPreset(
@@ -107,10 +117,12 @@ BASE = ScorerPreset(
     dino="facebook/dino-vits16",
     clip="openai/clip-vit-base-patch32",
     vision=get_preset("base"),
-    # Grounding DINO's own defaults.
+    # Grounding DINO's own defaults, and its processor's 800 px (the largest of its training
+    # scales) for 512 px candidates, where the data engine fits photos into 1024.
     box_threshold=0.35,
     text_threshold=0.25,
     nms_iou_threshold=0.5,
+    grounder_image_size_px=800,
 )
 
 SCORER_PRESETS: dict[str, ScorerPreset] = {preset.name: preset for preset in (TINY, BASE)}

@@ -92,6 +92,7 @@ class Scorers:
             box_threshold=preset.box_threshold,
             text_threshold=preset.text_threshold,
             nms_iou_threshold=preset.nms_iou_threshold,
+            image_size_px=preset.grounder_image_size_px or preset.vision.grounder_image_size_px,
         )
         segmenter = load_segmenter(preset.vision, device=device, cache_dir=cache_dir, dtype=dtype)
         self.finder = SubjectFinder(grounder, segmenter)
