@@ -19,6 +19,8 @@ loading excluded: actors load in `__init__`), `filter`, `dedupe` and `write` the
 `read` reading the input sets and `report` drawing the histograms and the examples grid.
 
 Human-readable lines come first; the ratio lines (`name value`) are the last thing printed:
+- improve_score_vs_generation_alone: score / generate per candidate with the two stages run one after the
+  other on `--serial-pairs` pairs after the round (`serial_seconds` says why this differs from the next)
 - improve_score_vs_generation: score / generate
 - improve_filter_dedupe_write_vs_generation: (filter + dedupe + write) / generate
 - improve_fixed_vs_generation: (read + report) / generate, paid once per round, not per candidate
@@ -28,6 +30,7 @@ Human-readable lines come first; the ratio lines (`name value`) are the last thi
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import shutil
@@ -36,6 +39,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the module loads without torch
+    from cafe_pipelines.improve_config import ImproveConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OVERHEAD_TARGET = 0.10
@@ -48,6 +55,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=2, help="prompts per reference")
     parser.add_argument("--references", type=int, default=16, help="references (input triples)")
     parser.add_argument("--steps", type=int, default=30, help="sampler steps")
+    parser.add_argument("--serial-pairs", type=int, default=6, help="pairs timed stage by stage after the round")
     parser.add_argument("--quick", action="store_true", help="8 references, 10 steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -86,6 +94,44 @@ def train_checkpoint(shards: Path, run_dir: Path) -> Path:
     return run_dir
 
 
+def serial_seconds(config: ImproveConfig, references: int) -> tuple[float, float]:
+    """(generate, score) seconds per candidate of the round's own stages run one after the other here.
+
+    The round's actors share 2 cores: scoring, which waits for generated pairs, always runs beside
+    a generating actor, while generating runs beside scoring only for the small share of its time
+    that scoring takes. Run alone, one pair at a time in this process (one thread each, as the
+    actors have), the two stages' costs compare without that. The first pair warms both up and is
+    not counted.
+    """
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from factories import make_triple
+
+    from cafe_pipelines.improve_round import round_checkpoint, stage_kwargs
+    from cafe_pipelines.prompt_bank import pick_prompts
+    from cafe_pipelines.stages.generate import GenerateStage
+    from cafe_pipelines.stages.score import ScoreStage
+
+    checkpoint, size_px = round_checkpoint(config)
+    generate_kwargs, score_kwargs = stage_kwargs(config, checkpoint.path, size_px)
+    generate, score = GenerateStage(**generate_kwargs), ScoreStage(**score_kwargs)
+    seconds = {"generate": 0.0, "score": 0.0}
+    for index in range(references + 1):
+        triple = make_triple(index)
+        buffer = io.BytesIO()
+        triple.reference.save(buffer, format="PNG")
+        subject, caption = triple.metadata["subject"], triple.metadata["caption"]
+        [(_, prompt)] = pick_prompts(subject, caption, 1, seed=0, reference_key=triple.key)
+        started = time.perf_counter()
+        targets = generate.generate(buffer.getvalue(), prompt, seed=index)
+        generated = time.perf_counter()
+        score.score_pair(buffer.getvalue(), targets, prompt, subject)
+        if index:  # the first pair is the warm-up
+            seconds["generate"] += generated - started
+            seconds["score"] += time.perf_counter() - generated
+    count = references * config.candidates_per_pair
+    return seconds["generate"] / count, seconds["score"] / count
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="cafe-bench-improve-"))
@@ -113,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = improve_round(config)
         wall_s = time.perf_counter() - started
         ray.shutdown()
+        serial_generate_s, serial_score_s = serial_seconds(config, args.serial_pairs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -127,8 +174,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, seconds in s.items():
         per = seconds / report.num_candidates * 1000 if report.num_candidates else 0.0
         print(f"  {name:<9} {seconds:8.3f} s busy  {per:8.2f} ms per candidate")
+    print(
+        f"alone, {args.serial_pairs} pairs one after the other: generate {serial_generate_s * 1000:.2f}, "
+        f"score {serial_score_s * 1000:.2f} ms per candidate"
+    )
     generate = s["generate"] or float("nan")
     ratios = {
+        "improve_score_vs_generation_alone": serial_score_s / serial_generate_s,
         "improve_score_vs_generation": s["score"] / generate,
         "improve_filter_dedupe_write_vs_generation": (s["filter"] + s["dedupe"] + s["write"]) / generate,
         "improve_fixed_vs_generation": (s["read"] + s["report"]) / generate,

@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +70,9 @@ from cafe_pipelines.round_pictures import Example, examples_grid, histogram_imag
 from cafe_pipelines.stages.generate import GenerateStage
 from cafe_pipelines.stages.score import ScoreStage, embeddings_from_bytes
 from cafe_vision.scorer_presets import get_scorer_preset
+
+if TYPE_CHECKING:  # cafe_model.trained is imported where a round starts, not with this module
+    from cafe_model.trained import TrainedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -516,47 +519,59 @@ def _buffer_bytes(config: ImproveConfig, size_px: int) -> int:
     return max(64_000_000, 4 * rows * config.candidates_per_pair * 4 * size_px**2)
 
 
+def round_checkpoint(config: ImproveConfig) -> tuple[TrainedCheckpoint, int | None]:
+    """The checkpoint the round draws with (`config.checkpoint` resolved once) and its candidates' side.
+
+    The side is `config.size_px`, else the checkpoint's training resolution (None if it recorded none).
+    """
+    from cafe_model.trained import find_checkpoint
+
+    checkpoint = find_checkpoint(config.checkpoint, weights=config.weights)
+    resolution = checkpoint.config.get("resolution_px")
+    return checkpoint, config.size_px if config.size_px is not None else (int(resolution) if resolution else None)
+
+
+def stage_kwargs(
+    config: ImproveConfig, checkpoint_path: Path, size_px: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The constructor arguments of the round's `GenerateStage` and `ScoreStage` (one actor of each)."""
+    r = config.resources
+    generate = {
+        "checkpoint": str(checkpoint_path),
+        "num_candidates": config.candidates_per_pair,
+        "num_steps": config.num_steps,
+        "text_guidance": config.text_guidance,
+        "reference_guidance": config.reference_guidance,
+        "reference_scale": config.reference_scale,
+        "negative_prompt": config.negative_prompt,
+        "size_px": size_px,
+        "weights": config.weights,
+        "device": config.device,
+        "dtype": config.dtype,
+        "num_threads": stage_threads(r.generate),
+        "cache_dir": config.model_cache_dir,
+    }
+    score = {
+        "preset": config.preset,
+        "device": config.device,
+        "dtype": config.dtype,
+        "num_threads": stage_threads(r.score),
+        "cache_dir": config.model_cache_dir,
+        "batch_size": config.score_batch_size,
+    }
+    return generate, score
+
+
 def build_round_dataset(
     config: ImproveConfig, checkpoint_path: Path, size_px: int | None, rows: list[dict[str, Any]]
 ) -> Any:
     """The Ray Data pipeline over source and pair rows (not executed until iterated)."""
     import ray
 
-    r = config.resources
+    generate_kwargs, score_kwargs = stage_kwargs(config, checkpoint_path, size_px)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
-    ds = map_stage(
-        ds,
-        GenerateStage,
-        r.generate,
-        {
-            "checkpoint": str(checkpoint_path),
-            "num_candidates": config.candidates_per_pair,
-            "num_steps": config.num_steps,
-            "text_guidance": config.text_guidance,
-            "reference_guidance": config.reference_guidance,
-            "reference_scale": config.reference_scale,
-            "negative_prompt": config.negative_prompt,
-            "size_px": size_px,
-            "weights": config.weights,
-            "device": config.device,
-            "dtype": config.dtype,
-            "num_threads": stage_threads(r.generate),
-            "cache_dir": config.model_cache_dir,
-        },
-    )
-    return map_stage(
-        ds,
-        ScoreStage,
-        r.score,
-        {
-            "preset": config.preset,
-            "device": config.device,
-            "dtype": config.dtype,
-            "num_threads": stage_threads(r.score),
-            "cache_dir": config.model_cache_dir,
-            "batch_size": config.score_batch_size,
-        },
-    )
+    ds = map_stage(ds, GenerateStage, config.resources.generate, generate_kwargs)
+    return map_stage(ds, ScoreStage, config.resources.score, score_kwargs)
 
 
 def _rows(
@@ -651,14 +666,10 @@ def improve_round(config: ImproveConfig, on_progress: Callable[[int, int], None]
     Raises FileNotFoundError (no checkpoint, a missing input set or candidate table), ValueError (an input
     set that is not closed, no references to pick), RuntimeError (rows out of order: a broken Ray Data).
     """
-    from cafe_model.trained import find_checkpoint
-
     started = time.monotonic()
     mode = parse_mode(config.mode)
-    checkpoint = find_checkpoint(config.checkpoint, weights=config.weights)
+    checkpoint, size_px = round_checkpoint(config)
     checkpoint_path = checkpoint.path.resolve()
-    resolution = checkpoint.config.get("resolution_px")
-    size_px = config.size_px if config.size_px is not None else (int(resolution) if resolution else None)
 
     read_started = time.perf_counter()
     inputs: RoundInputs = read_round_inputs(config.shards, num_references=config.num_references, seed=config.seed)
