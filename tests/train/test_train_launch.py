@@ -54,7 +54,7 @@ def launch_config(shards: Path, run_dir: Path, model_cache: Path, **overrides) -
 
 
 def logged_losses(run_dir: Path) -> dict[int, float]:
-    """Step -> loss from RUN/metrics.jsonl (a step logged twice keeps its last line)."""
+    """Step -> loss from RUN/metrics.jsonl."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return {record["step"]: record["loss"] for record in map(json.loads, lines)}
 

@@ -21,8 +21,36 @@ import numpy as np
 from PIL import Image
 from tensorboardX import SummaryWriter
 
+from cafe_core.layout import atomic_write
+
 METRICS_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+
+
+def trim_jsonl(path: Path, last_step: int) -> None:
+    """Keep the lines of `path` (if it exists) whose record's step is at most `last_step`; drop unreadable ones.
+
+    Rewritten through a temporary file and a rename, and only when a line goes: a crash here
+    leaves the old file or the new one, never half of it.
+    """
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if (step := _step_of(line)) is not None and step <= last_step]
+    if len(kept) < len(lines):
+        atomic_write(path, "".join(kept).encode(), path.with_name(path.name + ".tmp"))
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one metrics.jsonl line; None for a line cut short or not a record of this log."""
+    if not line.endswith("\n"):
+        return None  # the last line of a crash mid-write
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
 
 
 class MetricsLog:
@@ -33,8 +61,10 @@ class MetricsLog:
         self.jsonl_path = self.run_dir / METRICS_NAME
         self.tensorboard_dir = self.run_dir / TENSORBOARD_DIR
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        # A resume from step N after a crash at a later step: TensorBoard drops the earlier file's
-        # events past N (they are logged again), so its curves show one run, not a fork.
+        # A resume from step N after a crash at a later step: the steps past N are run and logged
+        # again, so metrics.jsonl loses its lines past N (and a line the crash cut short), and
+        # TensorBoard drops the earlier file's events past N: both show one run, not a fork.
+        trim_jsonl(self.jsonl_path, resume_step)
         purge_step = resume_step + 1 if resume_step > 0 else None
         self._writer = SummaryWriter(logdir=str(self.tensorboard_dir), purge_step=purge_step)
 
