@@ -97,9 +97,7 @@ def read_eval_set(root: str | Path) -> EvalSet:
     subjects = []
     for name in folders:
         class_phrase, kind = entries[name]
-        images = tuple(
-            sorted(p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        )
+        images = tuple(sorted(p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
         if not images:
             raise ValueError(f"eval set {root}: {root / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         subjects.append(EvalSubject(name, class_phrase, kind, images))

@@ -6,10 +6,11 @@ The driver reads the input sets (closed sets of round k; never written) and pick
 seeded hash of their keys deciding which; each reference gets `prompts_per_reference` prompts of
 its prompt bank (cafe_pipelines.prompt_bank). A (reference, prompt) pair is one row: the generate
 stage draws `candidates_per_pair` images in one batch with the pair's seed, the score stage scores
-them together (cafe_vision.scorers), and the driver filters (cafe_pipelines.filtering), drops
-duplicates (cafe_pipelines.dedupe) and writes every candidate's status row, and each accepted one
-as a triple, through cafe_core. Rows of a second kind, one per reference, carry its source target
-to the score stage, whose embedding the near-duplicate check compares candidates with.
+them together (cafe_vision.scorers), and the driver (cafe_pipelines.round_writer, a partition at
+a time) filters (cafe_pipelines.filtering), drops duplicates (cafe_pipelines.dedupe) and writes
+every candidate's status row, and each accepted one as a triple, through cafe_core. Rows of a
+second kind, one per reference, carry its source target to the score stage, whose embedding the
+near-duplicate check compares candidates with.
 
 References are sorted by key and cut into partitions of `references_per_shard`; partition p
 becomes the p-th shard number not yet done, and Ray Data keeps rows in order, so a round's shards
@@ -30,8 +31,6 @@ Run it with `cafe improve round --checkpoint RUN --shards DIR --output DIR --pre
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import json
 import logging
 import os
@@ -43,18 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from PIL import Image
-
-from cafe_core import SCHEMA_VERSION, EncodedSample, InputStatus, ShardSet, ShardWriter, WriteMode, make_key
+from cafe_core import ShardSet, ShardWriter, WriteMode
 from cafe_core.layout import atomic_write
-from cafe_core.metadata import metadata_problems
 from cafe_core.shardset import parse_mode
-from cafe_core.triple import MASK, METADATA, PROMPT, REFERENCE, TARGET, encode_metadata
 from cafe_pipelines.dedupe import DedupeIndex
-from cafe_pipelines.filtering import filter_candidates
 from cafe_pipelines.improve_config import ImproveConfig, config_dict
 from cafe_pipelines.prompt_bank import pick_prompts
 from cafe_pipelines.ray_jobs import (
@@ -66,9 +57,11 @@ from cafe_pipelines.ray_jobs import (
     stage_threads,
 )
 from cafe_pipelines.round_inputs import InputReference, RoundInputs, read_round_inputs
+from cafe_pipelines.round_pairs import Pair, candidate_key, pair_seed
 from cafe_pipelines.round_pictures import Example, examples_grid, histogram_image
+from cafe_pipelines.round_writer import CANDIDATES_DIR, RoundWriter, candidates_path, public_record, read_candidates
 from cafe_pipelines.stages.generate import GenerateStage
-from cafe_pipelines.stages.score import ScoreStage, embeddings_from_bytes
+from cafe_pipelines.stages.score import ScoreStage
 from cafe_vision.scorer_presets import get_scorer_preset
 
 if TYPE_CHECKING:  # cafe_model.trained is imported where a round starts, not with this module
@@ -78,59 +71,7 @@ log = logging.getLogger(__name__)
 
 REPORT_NAME = "round-report.json"
 REPORT_DIR = "report"
-CANDIDATES_DIR = "candidates"
 STAGES = ("read", "generate", "score", "filter", "dedupe", "write", "report")
-
-CANDIDATE_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("reference_set", pa.string()),
-        ("reference_key", pa.string()),
-        ("prompt_index", pa.int32()),
-        ("candidate_index", pa.int32()),
-        ("seed", pa.int64()),
-        ("subject", pa.string()),
-        ("prompt", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("accepted", pa.bool_()),
-        ("scores", pa.string()),  # JSON name -> number; "{}" when generation or scoring failed
-        ("sha256", pa.string()),  # of the target's encoded bytes; "" without an image
-        ("embedding", pa.list_(pa.float32())),  # accepted candidates only: the near-duplicate state
-    ]
-)
-
-
-# -- identities ------------------------------------------------------------------------------------
-
-
-def pair_seed(seed: int, round_number: int, reference_key: str, prompt_index: int) -> int:
-    """The generation seed of one (reference, prompt) pair: its candidates are one batch drawn with it.
-    The round is in it, so a reference drawn again in a later round gets new noise."""
-    digest = hashlib.sha256(f"seed\x00{seed}\x00{round_number}\x00{reference_key}\x00{prompt_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def candidate_key(
-    reference_key: str, prompt_index: int, candidate_index: int, checkpoint_step: int, round_number: int
-) -> str:
-    """The sample key of candidate `candidate_index` of a pair, for the checkpoint at `checkpoint_step`, in
-    round `round_number` (so sets of different rounds never share a key, even from one checkpoint)."""
-    source = f"improve\x00round-{round_number}\x00{reference_key}\x00{prompt_index}\x00step-{checkpoint_step}"
-    return make_key(source, candidate_index)
-
-
-@dataclass(frozen=True)
-class Pair:
-    reference: InputReference
-    prompt_index: int
-    prompt: str
-    seed: int
-
-    @property
-    def pair_id(self) -> str:
-        return f"{self.reference.key}:{self.prompt_index}"
-
 
 # -- the report ------------------------------------------------------------------------------------
 
@@ -192,319 +133,6 @@ class RoundReport:
 def read_round_report(output: str | Path) -> RoundReport:
     """The RoundReport a round saved in its output set."""
     return RoundReport.from_dict(json.loads((Path(output) / REPORT_NAME).read_text()))
-
-
-# -- per-shard candidate tables -------------------------------------------------------------------
-
-
-def candidates_path(root: Path, shard_name: str) -> Path:
-    return root / CANDIDATES_DIR / f"{shard_name}.parquet"
-
-
-def _write_candidates(path: Path, records: list[dict[str, Any]]) -> None:
-    columns = {name: [r[name] for r in records] for name in CANDIDATE_SCHEMA.names}
-    buffer = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns, schema=CANDIDATE_SCHEMA), buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue().to_pybytes(), path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-
-
-def _read_candidates(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: missing, though its shard is done; it holds the round's duplicate-check state. "
-            "Rerun the round with --mode overwrite"
-        )
-    return pq.read_table(path).to_pylist()
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    """A candidate-table row as the report lists it (scores parsed, no hash or embedding)."""
-    keep = {k: v for k, v in record.items() if k not in ("sha256", "embedding", "scores")}
-    return {**keep, "scores": json.loads(record["scores"])}
-
-
-# -- the driver's side of the stream -------------------------------------------------------------
-
-
-@dataclass
-class _Candidate:
-    key: str
-    pair: Pair
-    index: int
-    status: str = "ok"
-    reason: str = ""
-    error: str = ""
-    scores: dict[str, float] = field(default_factory=dict)
-    box: list[int] | None = None
-    target: bytes = b""
-    mask: bytes = b""
-    embedding: np.ndarray | None = None
-    sha256: str = ""
-    gates: tuple[str, ...] = ()
-
-    def reject(self, status: str, reason: str, error: str) -> None:
-        self.status, self.reason, self.error = status, reason, error
-
-
-def _image_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as opened:  # reads the header only
-        return opened.size
-
-
-class _RoundWriter:
-    """Collects pair rows per partition; writes each partition as one shard, in order, once complete."""
-
-    def __init__(
-        self,
-        *,
-        config: ImproveConfig,
-        writer: ShardWriter,
-        partitions: list[tuple[int, list[InputReference]]],
-        pairs: dict[str, list[Pair]],
-        dedupe: DedupeIndex,
-        prior_accepted: list[dict[str, Any]],
-        num_sources: int,
-        metadata_base: dict[str, Any],
-        on_progress: Callable[[int, int], None] | None,
-    ) -> None:
-        self.config = config
-        self.writer = writer
-        self.numbers = [number for number, _ in partitions]
-        self.expected = [sum(len(pairs[r.key]) for r in refs) for _, refs in partitions]
-        self.pairs_by_id = {p.pair_id: p for _, refs in partitions for r in refs for p in pairs[r.key]}
-        self.dedupe = dedupe
-        self.prior_accepted = prior_accepted
-        self.sources_left = num_sources
-        self.metadata_base = metadata_base
-        self.on_progress = on_progress
-        self.total = sum(self.expected) * config.candidates_per_pair
-        self.pending: dict[int, list[dict[str, Any]]] = {}
-        self.next_partition = 0
-        self.records: list[dict[str, Any]] = []  # this run's candidate-table rows
-        self.examples: dict[bool, list[Example]] = {True: [], False: []}
-        self.seconds: Counter[str] = Counter()
-        self.shards_written = 0
-        if num_sources == 0:
-            self._sources_done()
-
-    def _sources_done(self) -> None:
-        # The state carried over from done shards goes in after the sources, in shard order: the
-        # order an uninterrupted run added them in.
-        for record in self.prior_accepted:
-            embedding = None if record["embedding"] is None else np.asarray(record["embedding"], dtype=np.float32)
-            self.dedupe.add(record["key"], record["sha256"], embedding)
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.seconds["generate"] += float(row.get("t_generate", 0.0))
-        self.seconds["score"] += float(row.get("t_score", 0.0))
-        if row["kind"] == "source":
-            self._add_source(row)
-            return
-        if self.sources_left:
-            raise RuntimeError("a pair row arrived before every source row: Ray Data did not keep the row order")
-        self.pending.setdefault(int(row["partition"]), []).append(row)
-        while (
-            self.next_partition < len(self.expected)
-            and len(self.pending.get(self.next_partition, ())) == self.expected[self.next_partition]
-        ):
-            self._write_partition(self.next_partition, self.pending.pop(self.next_partition))
-            self.next_partition += 1
-
-    def _add_source(self, row: dict[str, Any]) -> None:
-        if str(row["status"]) == "ok":
-            embedding = embeddings_from_bytes(bytes(row["c_embeddings"]), 1)[0]
-            self.dedupe.add_known(f"the source target of {row['reference_set']}:{row['reference_key']}", embedding)
-        else:  # an unreadable source: candidates are still checked against every other one
-            log.warning("source target of %s not embedded: %s", row["reference_key"], row["error"])
-        self.sources_left -= 1
-        if self.sources_left == 0:
-            self._sources_done()
-
-    # -- one partition: expand, filter, dedupe, write --
-
-    def _expand(self, rows: list[dict[str, Any]]) -> list[_Candidate]:
-        step = int(self.metadata_base["generation"]["checkpoint"]["step"])
-        round_number = int(self.metadata_base["round"])
-        candidates = []
-        for row in sorted(rows, key=lambda r: (str(r["reference_key"]), int(r["prompt_index"]))):
-            pair = self.pairs_by_id[str(row["input_key"])]
-            status, reason, error = str(row["status"]), str(row["reason"]), str(row["error"])
-            count = self.config.candidates_per_pair
-            ok = status == "ok"
-            scores = json.loads(str(row["c_scores"])) if ok else []
-            boxes = json.loads(str(row["c_boxes"])) if ok else []
-            targets = list(row["m_targets"]) if ok else []
-            masks = list(row["m_masks"]) if ok else []
-            embeddings = embeddings_from_bytes(bytes(row["c_embeddings"]), count) if ok else None
-            if ok and not (len(scores) == len(boxes) == len(targets) == len(masks) == count):
-                status, reason, ok = "failed", "error.score", False
-                error = f"{len(targets)} images and {len(scores)} scores for {count} candidates"
-            for index in range(count):
-                key = candidate_key(pair.reference.key, pair.prompt_index, index, step, round_number)
-                candidate = _Candidate(key, pair, index)
-                if not ok:
-                    candidate.reject(status, reason, error)
-                else:
-                    candidate.scores = scores[index]
-                    candidate.box = boxes[index]
-                    candidate.target = bytes(targets[index])
-                    candidate.mask = bytes(masks[index])
-                    candidate.embedding = embeddings[index]
-                candidates.append(candidate)
-        return candidates
-
-    def _filter(self, candidates: list[_Candidate]) -> None:
-        scored = [c for c in candidates if c.status == "ok"]
-        verdicts = filter_candidates(
-            [c.scores for c in scored], [c.pair.reference.subject for c in scored], self.config.filter
-        )
-        for candidate, verdict in zip(scored, verdicts, strict=True):
-            if not verdict.accepted:
-                candidate.reject("skipped", verdict.reason, verdict.detail)
-                continue
-            if not candidate.mask or candidate.box is None:
-                candidate.reject("skipped", "filter.not_found", "the scorers found the subject but gave no mask")
-                continue
-            width, height = _image_size(candidate.target)
-            x0, y0, x1, y1 = candidate.box
-            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-                candidate.reject("skipped", "filter.not_found", f"box {candidate.box} is empty or outside the image")
-                continue
-            candidate.gates = verdict.passed
-
-    def _dedupe(self, candidates: list[_Candidate]) -> None:
-        config = self.config.dedupe
-        checks = (("sha256",) if config.sha256 else ()) + (("near",) if config.max_cosine is not None else ())
-        for candidate in candidates:
-            if candidate.target:
-                candidate.sha256 = hashlib.sha256(candidate.target).hexdigest()
-            if candidate.status != "ok":
-                continue
-            found = self.dedupe.check(candidate.sha256, candidate.embedding)
-            if found is not None:
-                candidate.reject("skipped", *found)
-                continue
-            self.dedupe.add(candidate.key, candidate.sha256, candidate.embedding)
-            candidate.gates = (*candidate.gates, *checks)
-
-    def _metadata(self, candidate: _Candidate) -> dict[str, Any]:
-        pair, reference = candidate.pair, candidate.pair.reference
-        base = self.metadata_base
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "subject": reference.subject,
-            "caption": pair.prompt,
-            "box_xyxy": list(candidate.box or ()),
-            "scores": {},
-            "gates": list(candidate.gates),
-            "source": {
-                "uri": f"{reference.set_path}#{reference.key}",
-                "sha256": reference.source_sha256,
-                "input_key": reference.key,
-                "set": reference.set_path,
-                "key": reference.key,
-                "round": reference.round,
-            },
-            "models": base["models"],
-            "round": base["round"],
-            "generation": {
-                **base["generation"],
-                "seed": pair.seed,
-                "index": candidate.index,
-                "prompt_index": pair.prompt_index,
-            },
-            "quality": dict(candidate.scores),
-        }
-
-    def _write_partition(self, partition: int, rows: list[dict[str, Any]]) -> None:
-        started = time.perf_counter()
-        candidates = self._expand(rows)
-        self._filter(candidates)
-        filtered = time.perf_counter()
-        self._dedupe(candidates)
-        deduped = time.perf_counter()
-        timings = {str(r["input_key"]): (float(r.get("t_generate", 0.0)), float(r.get("t_score", 0.0))) for r in rows}
-        references = {str(r["input_key"]): bytes(r["m_reference"]) for r in rows}
-        records, per = [], self.config.candidates_per_pair
-        for candidate in candidates:
-            pair, reference = candidate.pair, candidate.pair.reference
-            t_generate, t_score = timings[pair.pair_id]
-            status = InputStatus(
-                candidate.key,
-                candidate.status,
-                reason=candidate.reason,
-                error=candidate.error,
-                source_uri=f"{reference.set_path}#{reference.key}",
-                timings_s={"generate": t_generate / per, "score": t_score / per},
-            )
-            samples = []
-            if candidate.status == "ok":
-                metadata = self._metadata(candidate)
-                problems = metadata_problems(metadata, _image_size(candidate.target))
-                if problems:
-                    raise ValueError(f"candidate {candidate.key}: metadata breaks the contract: {'; '.join(problems)}")
-                members = {
-                    TARGET: candidate.target,
-                    REFERENCE: references[pair.pair_id],
-                    MASK: candidate.mask,
-                    PROMPT: pair.prompt.encode("utf-8"),
-                    METADATA: encode_metadata(metadata),
-                }
-                samples = [EncodedSample.from_members(candidate.key, members)]
-            self.writer.add_encoded(status, samples)
-            accepted = candidate.status == "ok"
-            kept_embedding = candidate.embedding if accepted else None
-            records.append(
-                {
-                    "key": candidate.key,
-                    "reference_set": reference.set_path,
-                    "reference_key": reference.key,
-                    "prompt_index": pair.prompt_index,
-                    "candidate_index": candidate.index,
-                    "seed": pair.seed,
-                    "subject": reference.subject,
-                    "prompt": pair.prompt,
-                    "status": candidate.status,
-                    "reason": candidate.reason,
-                    "accepted": accepted,
-                    "scores": json.dumps(candidate.scores, sort_keys=True),
-                    "sha256": candidate.sha256,
-                    "embedding": None if kept_embedding is None else [float(v) for v in kept_embedding],
-                }
-            )
-            self._keep_example(candidate, references[pair.pair_id])
-        # The duplicate-check state first, then the shard: a done shard always has its table.
-        name = self.writer.layout.shard_name(self.numbers[partition])
-        _write_candidates(candidates_path(self.writer.layout.root, name), records)
-        self.writer.flush()
-        committed = self.writer.written[-1]["shard"]
-        if committed != name:
-            raise RuntimeError(f"partition {partition} was planned as {name} but the writer committed {committed}")
-        self.records += records
-        self.shards_written += 1
-        self.seconds["filter"] += filtered - started
-        self.seconds["dedupe"] += deduped - filtered
-        self.seconds["write"] += time.perf_counter() - deduped
-        if self.on_progress:
-            self.on_progress(len(self.records), self.total)
-
-    def _keep_example(self, candidate: _Candidate, reference_png: bytes) -> None:
-        accepted = candidate.status == "ok"
-        kept = self.examples[accepted]
-        if not candidate.target or len(kept) >= self.config.num_examples:
-            return
-        kept.append(
-            Example(
-                key=candidate.key,
-                reference_png=reference_png,
-                target_jpg=candidate.target,
-                prompt=candidate.pair.prompt,
-                accepted=accepted,
-                reason=candidate.reason,
-                scores=candidate.scores,
-            )
-        )
 
 
 # -- the job ---------------------------------------------------------------------------------------
@@ -653,7 +281,7 @@ def _write_pictures(root: Path, report: RoundReport, examples: dict[bool, list[E
 
 
 def _summarize(report: RoundReport, records: list[dict[str, Any]]) -> None:
-    report.candidates = [_public(r) for r in records]
+    report.candidates = [public_record(r) for r in records]
     report.num_candidates = len(records)
     report.num_accepted = sum(1 for r in records if r["accepted"])
     report.num_failed = sum(1 for r in records if r["status"] == "failed")
@@ -710,7 +338,7 @@ def improve_round(config: ImproveConfig, on_progress: Callable[[int, int], None]
     layout = shard_set.layout
     prior: list[dict[str, Any]] = []
     for number in layout.done_numbers():
-        prior += _read_candidates(candidates_path(root, layout.shard_name(number)))
+        prior += read_candidates(candidates_path(root, layout.shard_name(number)))
 
     scorer_preset = get_scorer_preset(config.preset)
     models = {
@@ -753,7 +381,7 @@ def improve_round(config: ImproveConfig, on_progress: Callable[[int, int], None]
         max_bytes=big,
         max_inputs=big,
     )
-    sink = _RoundWriter(
+    sink = RoundWriter(
         config=config,
         writer=writer,
         partitions=partitions,

@@ -22,15 +22,10 @@ from cafe_core.layout import detect_layout
 from cafe_core.lookup import key_locations
 from cafe_core.validate import validate_set
 from cafe_pipelines.improve_config import apply_overrides, improve_recipe
-from cafe_pipelines.improve_round import (
-    CANDIDATES_DIR,
-    REPORT_DIR,
-    REPORT_NAME,
-    candidate_key,
-    improve_round,
-    read_round_report,
-)
+from cafe_pipelines.improve_round import REPORT_DIR, REPORT_NAME, improve_round, read_round_report
 from cafe_pipelines.round_inputs import read_round_inputs
+from cafe_pipelines.round_pairs import candidate_key
+from cafe_pipelines.round_writer import CANDIDATES_DIR
 from cafe_pipelines.stages.generate import GenerateStage
 from cafe_pipelines.stages.score import ScoreStage, embeddings_from_bytes
 

@@ -83,59 +83,69 @@ class RandomDiffusionSpec:
             )
 
 
-def build_random_diffusion(spec: RandomDiffusionSpec, folder: Path) -> None:
-    """Write a random-init Stable Diffusion into `folder` in the diffusers layout (deterministic in `spec.seed`)."""
+def diffusion_models(spec: RandomDiffusionSpec) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
+    """The UNet, VAE and text encoder of `spec` at random init, drawn from torch's global RNG in that order.
+
+    Built under `torch.device("meta")`, they have the shapes and the compute without the weights
+    (bench/improve_flops.py counts their FLOPs so).
+    """
     num_blocks = len(spec.unet_block_channels)
     vae_scale = 2 ** (len(spec.vae_block_channels) - 1)
+    unet = UNet2DConditionModel(
+        sample_size=spec.image_size_px // vae_scale,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * (num_blocks - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (num_blocks - 1),
+        block_out_channels=spec.unet_block_channels,
+        layers_per_block=spec.unet_layers_per_block,
+        attention_head_dim=spec.unet_heads,
+        cross_attention_dim=spec.cross_attention_dim,
+        norm_num_groups=spec.norm_num_groups,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(spec.vae_block_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(spec.vae_block_channels),
+        block_out_channels=spec.vae_block_channels,
+        layers_per_block=spec.vae_layers_per_block,
+        latent_channels=4,
+        norm_num_groups=spec.norm_num_groups,
+        sample_size=spec.image_size_px,
+        scaling_factor=VAE_SCALING_FACTOR,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=spec.text_hidden_size,
+            intermediate_size=4 * spec.text_hidden_size,
+            num_hidden_layers=spec.text_layers,
+            num_attention_heads=spec.text_heads,
+            max_position_embeddings=MAX_LENGTH_TOKENS,
+            projection_dim=spec.cross_attention_dim,
+            bos_token_id=BOS_TOKEN_ID,
+            # The pooled output is read at the eos id; transformers' default (2) predates CLIP's real ids.
+            eos_token_id=EOS_TOKEN_ID,
+            pad_token_id=EOS_TOKEN_ID,
+        )
+    )
+    return unet.eval(), vae.eval(), text_encoder.eval()
+
+
+def build_random_diffusion(spec: RandomDiffusionSpec, folder: Path) -> None:
+    """Write a random-init Stable Diffusion into `folder` in the diffusers layout (deterministic in `spec.seed`)."""
     tokenizer = write_clip_tokenizer(folder / "_tokenizer")
     # fork_rng: the fixed seed must not reset the caller's global random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        unet = UNet2DConditionModel(
-            sample_size=spec.image_size_px // vae_scale,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D",) * (num_blocks - 1) + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (num_blocks - 1),
-            block_out_channels=spec.unet_block_channels,
-            layers_per_block=spec.unet_layers_per_block,
-            attention_head_dim=spec.unet_heads,
-            cross_attention_dim=spec.cross_attention_dim,
-            norm_num_groups=spec.norm_num_groups,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * len(spec.vae_block_channels),
-            up_block_types=("UpDecoderBlock2D",) * len(spec.vae_block_channels),
-            block_out_channels=spec.vae_block_channels,
-            layers_per_block=spec.vae_layers_per_block,
-            latent_channels=4,
-            norm_num_groups=spec.norm_num_groups,
-            sample_size=spec.image_size_px,
-            scaling_factor=VAE_SCALING_FACTOR,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=VOCAB_SIZE,
-                hidden_size=spec.text_hidden_size,
-                intermediate_size=4 * spec.text_hidden_size,
-                num_hidden_layers=spec.text_layers,
-                num_attention_heads=spec.text_heads,
-                max_position_embeddings=MAX_LENGTH_TOKENS,
-                projection_dim=spec.cross_attention_dim,
-                bos_token_id=BOS_TOKEN_ID,
-                # The pooled output is read at the eos id; transformers' default (2) predates CLIP's real ids.
-                eos_token_id=EOS_TOKEN_ID,
-                pad_token_id=EOS_TOKEN_ID,
-            )
-        )
+        unet, vae, text_encoder = diffusion_models(spec)
     scheduler = DDIMScheduler(**SD_SCHEDULE, prediction_type=spec.prediction_type)
     pipeline = StableDiffusionPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
+        vae=vae,
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
-        unet=unet.eval(),
+        unet=unet,
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,

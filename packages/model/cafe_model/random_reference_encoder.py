@@ -57,45 +57,53 @@ class RandomReferenceEncoderSpec:
             )
 
 
+def reference_encoder_model(spec: RandomReferenceEncoderSpec) -> torch.nn.Module:
+    """The vision model of `spec` at random init (torch's global RNG), in eval mode; on the meta device, shapes only."""
+    if spec.architecture == "clip":
+        model: torch.nn.Module = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=spec.hidden_size,
+                intermediate_size=4 * spec.hidden_size,
+                projection_dim=spec.projection_dim,
+                num_hidden_layers=spec.layers,
+                num_attention_heads=spec.heads,
+                image_size=spec.image_size_px,
+                patch_size=spec.patch_size_px,
+            )
+        )
+    else:
+        model = Dinov2Model(
+            Dinov2Config(
+                hidden_size=spec.hidden_size,
+                num_hidden_layers=spec.layers,
+                num_attention_heads=spec.heads,
+                image_size=spec.image_size_px,
+                patch_size=spec.patch_size_px,
+            )
+        )
+    return model.eval()
+
+
 def build_random_reference_encoder(spec: RandomReferenceEncoderSpec, folder: Path) -> None:
     """Write a random-init vision model and its image processor into `folder` (deterministic in `spec.seed`)."""
     size = spec.image_size_px
     # fork_rng: the fixed seed must not reset the caller's global random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        if spec.architecture == "clip":
-            model: torch.nn.Module = CLIPVisionModelWithProjection(
-                CLIPVisionConfig(
-                    hidden_size=spec.hidden_size,
-                    intermediate_size=4 * spec.hidden_size,
-                    projection_dim=spec.projection_dim,
-                    num_hidden_layers=spec.layers,
-                    num_attention_heads=spec.heads,
-                    image_size=size,
-                    patch_size=spec.patch_size_px,
-                )
-            )
-            # What openai/clip-vit-* use (CLIP's mean/std are the defaults), at the tiny size.
-            processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        else:
-            model = Dinov2Model(
-                Dinov2Config(
-                    hidden_size=spec.hidden_size,
-                    num_hidden_layers=spec.layers,
-                    num_attention_heads=spec.heads,
-                    image_size=size,
-                    patch_size=spec.patch_size_px,
-                )
-            )
-            # facebook/dinov2-* ship a BitImageProcessor (resize, centre crop, ImageNet mean/std).
-            processor = BitImageProcessor(
-                size={"shortest_edge": size},
-                crop_size={"height": size, "width": size},
-                do_center_crop=True,
-                image_mean=list(IMAGENET_MEAN),
-                image_std=list(IMAGENET_STD),
-            )
-    model.eval().save_pretrained(folder)
+        model = reference_encoder_model(spec)
+    if spec.architecture == "clip":
+        # What openai/clip-vit-* use (CLIP's mean/std are the defaults), at the tiny size.
+        processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    else:
+        # facebook/dinov2-* ship a BitImageProcessor (resize, centre crop, ImageNet mean/std).
+        processor = BitImageProcessor(
+            size={"shortest_edge": size},
+            crop_size={"height": size, "width": size},
+            do_center_crop=True,
+            image_mean=list(IMAGENET_MEAN),
+            image_std=list(IMAGENET_STD),
+        )
+    model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
 

@@ -137,5 +137,6 @@ def load_trained_pipeline(
 ) -> tuple[CustomizationPipeline, TrainedCheckpoint]:
     """A `CustomizationPipeline` (DDIM sampler) around `load_trained_model(path, ...)`."""
     from cafe_model.pipeline import CustomizationPipeline
+
     model, checkpoint = load_trained_model(path, weights=weights, device=device, dtype=dtype, cache_dir=cache_dir)
     return CustomizationPipeline(model), checkpoint

@@ -1,0 +1,37 @@
+"""The identities of a round's work: a (reference, prompt) pair, its generation seed, its candidates' keys."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cafe_core import make_key
+from cafe_pipelines.round_inputs import InputReference
+
+
+def pair_seed(seed: int, round_number: int, reference_key: str, prompt_index: int) -> int:
+    """The generation seed of one (reference, prompt) pair: its candidates are one batch drawn with it.
+    The round is in it, so a reference drawn again in a later round gets new noise."""
+    digest = hashlib.sha256(f"seed\x00{seed}\x00{round_number}\x00{reference_key}\x00{prompt_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def candidate_key(
+    reference_key: str, prompt_index: int, candidate_index: int, checkpoint_step: int, round_number: int
+) -> str:
+    """The sample key of candidate `candidate_index` of a pair, for the checkpoint at `checkpoint_step`, in
+    round `round_number` (so sets of different rounds never share a key, even from one checkpoint)."""
+    source = f"improve\x00round-{round_number}\x00{reference_key}\x00{prompt_index}\x00step-{checkpoint_step}"
+    return make_key(source, candidate_index)
+
+
+@dataclass(frozen=True)
+class Pair:
+    reference: InputReference
+    prompt_index: int
+    prompt: str
+    seed: int
+
+    @property
+    def pair_id(self) -> str:
+        return f"{self.reference.key}:{self.prompt_index}"
