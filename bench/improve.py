@@ -20,7 +20,8 @@ loading excluded: actors load in `__init__`), `filter`, `dedupe` and `write` the
 
 Human-readable lines come first; the ratio lines (`name value`) are the last thing printed:
 - improve_score_vs_generation_alone: score / generate per candidate with the two stages run one after the
-  other on `--serial-pairs` pairs after the round (`serial_seconds` says why this differs from the next)
+  other on `--serial-references` references after the round (`serial_seconds` says why this differs from
+  the next)
 - improve_score_vs_generation: score / generate
 - improve_filter_dedupe_write_vs_generation: (filter + dedupe + write) / generate
 - improve_fixed_vs_generation: (read + report) / generate, paid once per round, not per candidate
@@ -55,7 +56,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=2, help="prompts per reference")
     parser.add_argument("--references", type=int, default=16, help="references (input triples)")
     parser.add_argument("--steps", type=int, default=30, help="sampler steps")
-    parser.add_argument("--serial-pairs", type=int, default=6, help="pairs timed stage by stage after the round")
+    parser.add_argument(
+        "--serial-references", type=int, default=4, help="references timed stage by stage after the round"
+    )
     parser.add_argument("--quick", action="store_true", help="8 references, 10 steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -97,11 +100,12 @@ def train_checkpoint(shards: Path, run_dir: Path) -> Path:
 def serial_seconds(config: ImproveConfig, references: int) -> tuple[float, float]:
     """(generate, score) seconds per candidate of the round's own stages run one after the other here.
 
-    The round's actors share 2 cores: scoring, which waits for generated pairs, always runs beside
-    a generating actor, while generating runs beside scoring only for the small share of its time
-    that scoring takes. Run alone, one pair at a time in this process (one thread each, as the
-    actors have), the two stages' costs compare without that. The first pair warms both up and is
-    not counted.
+    The round's actors share 2 cores: scoring, which waits for generated candidates, always runs
+    beside a generating actor, while generating runs beside scoring only for the small share of
+    its time that scoring takes. Run alone, one reference at a time in this process (one thread
+    each, as the actors have; its pairs generated, then its candidates scored together, as the
+    round does), the two stages' costs compare without that. The first reference warms both up
+    and is not counted.
     """
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     from factories import make_triple
@@ -114,21 +118,26 @@ def serial_seconds(config: ImproveConfig, references: int) -> tuple[float, float
     checkpoint, size_px = round_checkpoint(config)
     generate_kwargs, score_kwargs = stage_kwargs(config, checkpoint.path, size_px)
     generate, score = GenerateStage(**generate_kwargs), ScoreStage(**score_kwargs)
-    seconds = {"generate": 0.0, "score": 0.0}
+    seconds, count = {"generate": 0.0, "score": 0.0}, 0
     for index in range(references + 1):
         triple = make_triple(index)
         buffer = io.BytesIO()
         triple.reference.save(buffer, format="PNG")
         subject, caption = triple.metadata["subject"], triple.metadata["caption"]
-        [(_, prompt)] = pick_prompts(subject, caption, 1, seed=0, reference_key=triple.key)
+        prompts = [
+            prompt
+            for _, prompt in pick_prompts(
+                subject, caption, config.prompts_per_reference, seed=0, reference_key=triple.key
+            )
+        ]
         started = time.perf_counter()
-        targets = generate.generate(buffer.getvalue(), prompt, seed=index)
+        targets = [t for seed, prompt in enumerate(prompts) for t in generate.generate(buffer.getvalue(), prompt, seed)]
         generated = time.perf_counter()
-        score.score_pair(buffer.getvalue(), targets, prompt, subject)
-        if index:  # the first pair is the warm-up
+        score.score_reference(buffer.getvalue(), targets, prompts, subject)
+        if index:  # the first reference is the warm-up
             seconds["generate"] += generated - started
             seconds["score"] += time.perf_counter() - generated
-    count = references * config.candidates_per_pair
+            count += len(targets)
     return seconds["generate"] / count, seconds["score"] / count
 
 
@@ -159,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = improve_round(config)
         wall_s = time.perf_counter() - started
         ray.shutdown()
-        serial_generate_s, serial_score_s = serial_seconds(config, args.serial_pairs)
+        serial_generate_s, serial_score_s = serial_seconds(config, args.serial_references)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -175,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         per = seconds / report.num_candidates * 1000 if report.num_candidates else 0.0
         print(f"  {name:<9} {seconds:8.3f} s busy  {per:8.2f} ms per candidate")
     print(
-        f"alone, {args.serial_pairs} pairs one after the other: generate {serial_generate_s * 1000:.2f}, "
+        f"alone, {args.serial_references} references one after the other: generate {serial_generate_s * 1000:.2f}, "
         f"score {serial_score_s * 1000:.2f} ms per candidate"
     )
     generate = s["generate"] or float("nan")

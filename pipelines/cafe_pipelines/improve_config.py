@@ -37,8 +37,9 @@ def _score_stage() -> StageResources:
 
 @dataclass(frozen=True)
 class ImproveResources:
-    """Per-stage resources; batch_size counts (reference, prompt) pairs. The defaults fill 2 CPUs with one
-    actor per stage; on GPUs set e.g. resources.generate.num_gpus=1 and resources.generate.concurrency=N."""
+    """Per-stage resources; batch_size counts references (a row holds a reference and all its pairs). The
+    defaults fill 2 CPUs with one actor per stage; on GPUs set e.g. resources.generate.num_gpus=1 and
+    resources.generate.concurrency=N."""
 
     generate: StageResources = field(default_factory=_generate_stage)
     score: StageResources = field(default_factory=_score_stage)
@@ -58,7 +59,8 @@ class ImproveConfig:
     size_px: generated images' side (None: the checkpoint's training resolution).
     references_per_shard: the references whose candidates make one output shard: the unit of resume, and
         the candidates the filter's percentile floors are taken over.
-    score_batch_size: candidates per scorer step (a pair's candidates are scored together).
+    score_batch_size: candidates per scorer step (a reference's candidates are scored together, in steps
+        of this many).
     num_examples: accepted and rejected candidates each, kept for report/examples.png.
     """
 
@@ -85,7 +87,7 @@ class ImproveConfig:
     device: str = "cpu"
     dtype: str = "float32"
     model_cache_dir: str | None = None
-    score_batch_size: int = 8
+    score_batch_size: int = 16
     num_examples: int = 8
     resources: ImproveResources = field(default_factory=ImproveResources)
     buffer_mb: int | None = None

@@ -1,21 +1,21 @@
 """One self-improvement round: a trained checkpoint's own filtered outputs -> a new shard set (round k+1), on Ray Data.
 
-    read inputs (driver) -> pairs -> generate -> score -> filter -> dedupe -> write (driver)
+    read inputs (driver) -> references and pairs -> generate -> score -> filter -> dedupe -> write (driver)
 
 The driver reads the input sets (closed sets of round k; never written) and picks references, a
 seeded hash of their keys deciding which; each reference gets `prompts_per_reference` prompts of
-its prompt bank (cafe_pipelines.prompt_bank). A (reference, prompt) pair is one row: the generate
-stage draws `candidates_per_pair` images in one batch with the pair's seed, the score stage scores
-them together (cafe_vision.scorers), and the driver (cafe_pipelines.round_writer, a partition at
-a time) filters (cafe_pipelines.filtering), drops duplicates (cafe_pipelines.dedupe) and writes
-every candidate's status row, and each accepted one as a triple, through cafe_core. Rows of a
-second kind, one per reference, carry its source target to the score stage, whose embedding the
-near-duplicate check compares candidates with.
+its prompt bank (cafe_pipelines.prompt_bank). A reference and its (reference, prompt) pairs are one
+row: the generate stage draws each pair's `candidates_per_pair` images in one batch with the pair's
+seed, the score stage scores all of the reference's candidates together (cafe_vision.scorers), and
+the driver (cafe_pipelines.round_writer, a partition at a time) filters (cafe_pipelines.filtering),
+drops duplicates (cafe_pipelines.dedupe) and writes every candidate's status row, and each accepted
+one as a triple, through cafe_core. Rows of a second kind, one per reference, carry its source
+target to the score stage, whose embedding the near-duplicate check compares candidates with.
 
 References are sorted by key and cut into partitions of `references_per_shard`; partition p
 becomes the p-th shard number not yet done, and Ray Data keeps rows in order, so a round's shards
 are deterministic. Every number a decision reads is too: a pair's images are one batch with its
-seed, a pair's scores one scorer call, percentile floors are per shard, and the state the
+seed, a reference's scores one scorer call, percentile floors are per shard, and the state the
 duplicate checks carry from shard to shard (accepted hashes and embeddings) is saved beside each
 shard, in `candidates/{shard}.parquet`, before the shard commits. `incremental` (the default)
 leaves out references whose candidates are in done shards and reloads that state, so a round
@@ -139,12 +139,13 @@ def read_round_report(output: str | Path) -> RoundReport:
 
 
 def _buffer_bytes(config: ImproveConfig, size_px: int) -> int:
-    """`buffer_mb`, or room for four batches per actor of pair rows (their candidates as raw RGBA), >= 64 MB."""
+    """`buffer_mb`, or room for four batches per actor of reference rows (their candidates as raw RGBA), >= 64 MB."""
     if config.buffer_mb is not None:
         return config.buffer_mb * 1_000_000
     r = config.resources
     rows = sum(s.batch_size * s.concurrency for s in (r.generate, r.score))
-    return max(64_000_000, 4 * rows * config.candidates_per_pair * 4 * size_px**2)
+    per_row = config.prompts_per_reference * config.candidates_per_pair
+    return max(64_000_000, 4 * rows * per_row * 4 * size_px**2)
 
 
 def round_checkpoint(config: ImproveConfig) -> tuple[TrainedCheckpoint, int | None]:
@@ -193,7 +194,7 @@ def stage_kwargs(
 def build_round_dataset(
     config: ImproveConfig, checkpoint_path: Path, size_px: int | None, rows: list[dict[str, Any]]
 ) -> Any:
-    """The Ray Data pipeline over source and pair rows (not executed until iterated)."""
+    """The Ray Data pipeline over source and reference rows (not executed until iterated)."""
     import ray
 
     generate_kwargs, score_kwargs = stage_kwargs(config, checkpoint_path, size_px)
@@ -208,8 +209,14 @@ def _rows(
     pairs: dict[str, list[Pair]],
     with_sources: bool,
 ) -> list[dict[str, Any]]:
-    """Source rows (every reference, when the near check is on) first, then pair rows by partition."""
-    blank = {"status": "ok", "reason": "", "error": "", "prompt": "", "subject": "", "seed": 0, "prompt_index": 0}
+    """Source rows (every reference, when the near check is on) first, then reference rows by partition.
+
+    A reference row carries all of its pairs (`pairs`: JSON [[prompt, seed], ...] in prompt order; a
+    string, because Arrow takes a list column of ints for a tensor in one block and objects in
+    another, and fails to join them): the score stage scores a reference's candidates in one call, a
+    batch several times a pair's.
+    """
+    blank = {"status": "ok", "reason": "", "error": "", "subject": "", "pairs": "[]"}
     none = {"ref_path": "", "ref_offset": 0, "ref_size": 0, "src_path": "", "src_offset": 0, "src_size": 0}
     rows = []
     if with_sources:
@@ -230,25 +237,22 @@ def _rows(
             )
     for partition, (_, refs) in enumerate(partitions):
         for ref in refs:
-            for pair in pairs[ref.key]:
-                rows.append(
-                    {
-                        **blank,
-                        **none,
-                        "input_key": pair.pair_id,
-                        "kind": "pair",
-                        "partition": partition,
-                        "reference_set": ref.set_path,
-                        "reference_key": ref.key,
-                        "prompt_index": pair.prompt_index,
-                        "prompt": pair.prompt,
-                        "subject": ref.subject,
-                        "seed": pair.seed,
-                        "ref_path": ref.reference.path,
-                        "ref_offset": ref.reference.offset,
-                        "ref_size": ref.reference.size,
-                    }
-                )
+            rows.append(
+                {
+                    **blank,
+                    **none,
+                    "input_key": ref.key,
+                    "kind": "reference",
+                    "partition": partition,
+                    "reference_set": ref.set_path,
+                    "reference_key": ref.key,
+                    "pairs": json.dumps([[pair.prompt, pair.seed] for pair in pairs[ref.key]]),
+                    "subject": ref.subject,
+                    "ref_path": ref.reference.path,
+                    "ref_offset": ref.reference.offset,
+                    "ref_size": ref.reference.size,
+                }
+            )
     return rows
 
 

@@ -27,11 +27,9 @@ def candidate_key(
 
 @dataclass(frozen=True)
 class Pair:
+    """A reference and one prompt of its bank (`prompt_index` in the bank), drawn with `seed`."""
+
     reference: InputReference
     prompt_index: int
     prompt: str
     seed: int
-
-    @property
-    def pair_id(self) -> str:
-        return f"{self.reference.key}:{self.prompt_index}"

@@ -1,4 +1,4 @@
-"""The driver's side of a round's stream: pair rows in, each partition filtered, deduplicated and written as a shard.
+"""The driver's side of a round: reference rows in, each partition filtered, deduplicated and written as a shard.
 
 Beside each shard goes its candidate table, `candidates/{shard}.parquet`: one row per candidate
 (scores, verdict, hash, and the embedding of accepted ones), written before the shard commits, so a
@@ -119,7 +119,7 @@ def _image_size(data: bytes) -> tuple[int, int]:
 
 
 class RoundWriter:
-    """Collects pair rows per partition; writes each partition as one shard, in order, once complete."""
+    """Collects reference rows per partition; writes each partition as one shard, in order, once complete."""
 
     def __init__(
         self,
@@ -137,14 +137,14 @@ class RoundWriter:
         self.config = config
         self.writer = writer
         self.numbers = [number for number, _ in partitions]
-        self.expected = [sum(len(pairs[r.key]) for r in refs) for _, refs in partitions]
-        self.pairs_by_id = {p.pair_id: p for _, refs in partitions for r in refs for p in pairs[r.key]}
+        self.expected = [len(refs) for _, refs in partitions]  # reference rows per partition
+        self.pairs = {r.key: pairs[r.key] for _, refs in partitions for r in refs}
         self.dedupe = dedupe
         self.prior_accepted = prior_accepted
         self.sources_left = num_sources
         self.metadata_base = metadata_base
         self.on_progress = on_progress
-        self.total = sum(self.expected) * config.candidates_per_pair
+        self.total = sum(len(reference_pairs) for reference_pairs in self.pairs.values()) * config.candidates_per_pair
         self.pending: dict[int, list[dict[str, Any]]] = {}
         self.next_partition = 0
         self.records: list[dict[str, Any]] = []  # this run's candidate-table rows
@@ -168,7 +168,7 @@ class RoundWriter:
             self._add_source(row)
             return
         if self.sources_left:
-            raise RuntimeError("a pair row arrived before every source row: Ray Data did not keep the row order")
+            raise RuntimeError("a reference row arrived before every source row: Ray Data did not keep the row order")
         self.pending.setdefault(int(row["partition"]), []).append(row)
         while (
             self.next_partition < len(self.expected)
@@ -190,13 +190,15 @@ class RoundWriter:
     # -- one partition: expand, filter, dedupe, write --
 
     def _expand(self, rows: list[dict[str, Any]]) -> list[_Candidate]:
+        """The candidates of a partition's reference rows: by reference key, then prompt, then index."""
         step = int(self.metadata_base["generation"]["checkpoint"]["step"])
         round_number = int(self.metadata_base["round"])
+        per_pair = self.config.candidates_per_pair
         candidates = []
-        for row in sorted(rows, key=lambda r: (str(r["reference_key"]), int(r["prompt_index"]))):
-            pair = self.pairs_by_id[str(row["input_key"])]
+        for row in sorted(rows, key=lambda r: str(r["reference_key"])):
+            pairs = self.pairs[str(row["input_key"])]
+            count = len(pairs) * per_pair
             status, reason, error = str(row["status"]), str(row["reason"]), str(row["error"])
-            count = self.config.candidates_per_pair
             ok = status == "ok"
             scores = json.loads(str(row["c_scores"])) if ok else []
             boxes = json.loads(str(row["c_boxes"])) if ok else []
@@ -206,17 +208,18 @@ class RoundWriter:
             if ok and not (len(scores) == len(boxes) == len(targets) == len(masks) == count):
                 status, reason, ok = "failed", "error.score", False
                 error = f"{len(targets)} images and {len(scores)} scores for {count} candidates"
-            for index in range(count):
+            for position in range(count):
+                pair, index = pairs[position // per_pair], position % per_pair
                 key = candidate_key(pair.reference.key, pair.prompt_index, index, step, round_number)
                 candidate = _Candidate(key, pair, index)
                 if not ok:
                     candidate.reject(status, reason, error)
                 else:
-                    candidate.scores = scores[index]
-                    candidate.box = boxes[index]
-                    candidate.target = bytes(targets[index])
-                    candidate.mask = bytes(masks[index])
-                    candidate.embedding = embeddings[index]
+                    candidate.scores = scores[position]
+                    candidate.box = boxes[position]
+                    candidate.target = bytes(targets[position])
+                    candidate.mask = bytes(masks[position])
+                    candidate.embedding = embeddings[position]
                 candidates.append(candidate)
         return candidates
 
@@ -292,10 +295,11 @@ class RoundWriter:
         deduped = time.perf_counter()
         timings = {str(r["input_key"]): (float(r.get("t_generate", 0.0)), float(r.get("t_score", 0.0))) for r in rows}
         references = {str(r["input_key"]): bytes(r["m_reference"]) for r in rows}
-        records, per = [], self.config.candidates_per_pair
+        records = []
         for candidate in candidates:
             pair, reference = candidate.pair, candidate.pair.reference
-            t_generate, t_score = timings[pair.pair_id]
+            t_generate, t_score = timings[reference.key]  # the row's: its reference's candidates share them
+            per = len(self.pairs[reference.key]) * self.config.candidates_per_pair
             status = InputStatus(
                 candidate.key,
                 candidate.status,
@@ -312,7 +316,7 @@ class RoundWriter:
                     raise ValueError(f"candidate {candidate.key}: metadata breaks the contract: {'; '.join(problems)}")
                 members = {
                     TARGET: candidate.target,
-                    REFERENCE: references[pair.pair_id],
+                    REFERENCE: references[reference.key],
                     MASK: candidate.mask,
                     PROMPT: pair.prompt.encode("utf-8"),
                     METADATA: encode_metadata(metadata),
@@ -339,7 +343,7 @@ class RoundWriter:
                     "embedding": None if kept_embedding is None else [float(v) for v in kept_embedding],
                 }
             )
-            self._keep_example(candidate, references[pair.pair_id])
+            self._keep_example(candidate, references[reference.key])
         # The duplicate-check state first, then the shard: a done shard always has its table.
         name = self.writer.layout.shard_name(self.numbers[partition])
         write_candidates(candidates_path(self.writer.layout.root, name), records)

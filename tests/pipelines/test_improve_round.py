@@ -66,11 +66,21 @@ def round_config(world: dict[str, Path], output: Path, **overrides):
 # -- the stages, no Ray ----------------------------------------------------------------------------
 
 
-def pair_batch(world: dict[str, Path]) -> dict:
+def two_pairs(subject: str) -> list[list]:
+    """[prompt, seed] of two pairs of a reference of `subject`."""
+    return [[f"a {subject} in the snow", 7], [f"a {subject} on the moon", 8]]
+
+
+def reference_subject(world: dict[str, Path]) -> str:
+    return read_round_inputs([str(world["shards"])], num_references=1, seed=0).references[0].subject
+
+
+def reference_batch(world: dict[str, Path]) -> dict:
+    """A reference row with two pairs, a source row, and a reference row whose cut-out is gone."""
     reference = read_round_inputs([str(world["shards"])], num_references=1, seed=0).references[0]
     return {
-        "input_key": [f"{reference.key}:0", f"source:{reference.key}", f"{reference.key}:1"],
-        "kind": ["pair", "source", "pair"],
+        "input_key": [reference.key, f"source:{reference.key}", "gone"],
+        "kind": ["reference", "source", "reference"],
         "status": ["ok"] * 3,
         "reason": [""] * 3,
         "error": [""] * 3,
@@ -80,9 +90,8 @@ def pair_batch(world: dict[str, Path]) -> dict:
         "src_path": ["", reference.source_target.path, ""],
         "src_offset": [0, reference.source_target.offset, 0],
         "src_size": [0, reference.source_target.size, 0],
-        "prompt": [f"a {reference.subject} in the snow", "", "x"],
+        "pairs": [json.dumps(two_pairs(reference.subject)), "[]", json.dumps([["x", 7]])],
         "subject": [reference.subject, "", reference.subject],
-        "seed": [7, 0, 7],
     }
 
 
@@ -96,24 +105,29 @@ def test_generate_and_score_stages_without_ray(world) -> None:
         size_px=64,
         cache_dir=world["cache"],
     )
-    batch = generate(pair_batch(world))
+    batch = generate(reference_batch(world))
     assert batch["status"] == ["ok", "ok", "failed"]
     assert batch["reason"][2] == "error.generate" and "gone" in batch["error"][2]  # one bad row fails alone
     targets = batch["m_targets"][0]
-    assert len(targets) == 2 and targets[0] != targets[1]
+    assert len(targets) == 4 and len(set(targets)) == 4  # 2 pairs x 2 candidates, pair after pair
     assert Image.open(io.BytesIO(targets[0])).size == (64, 64)
     assert batch["m_targets"][1] == [] and batch["t_generate"][0] > 0
-    again = generate(pair_batch(world))
-    assert again["m_targets"][0] == targets  # same seed, same bytes
+    again = generate(reference_batch(world))
+    assert again["m_targets"][0] == targets  # same seeds, same bytes
+    # A pair's candidates are one batch drawn with its seed, whatever else its row holds.
+    [prompt, seed] = two_pairs(reference_subject(world))[0]
+    first_pair_alone = generate.generate(batch["m_reference"][0], prompt, seed)
+    assert first_pair_alone == targets[:2]
 
     score = ScoreStage("tiny", cache_dir=world["cache"])
     scored = score(batch)
     values = json.loads(scored["c_scores"][0])
-    assert len(values) == 2 and {"dino", "clip_i", "clip_t", "copy_paste", "num_instances", "subject_found"} <= set(
+    assert len(values) == 4 and {"dino", "clip_i", "clip_t", "copy_paste", "num_instances", "subject_found"} <= set(
         values[0]
     )
-    embeddings = embeddings_from_bytes(scored["c_embeddings"][0], 2)
-    assert embeddings.shape[0] == 2 and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
+    assert values[0]["clip_t"] != values[2]["clip_t"]  # each candidate against its own pair's prompt
+    embeddings = embeddings_from_bytes(scored["c_embeddings"][0], 4)
+    assert embeddings.shape[0] == 4 and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
     source = embeddings_from_bytes(scored["c_embeddings"][1], 1)
     assert source.shape == (1, embeddings.shape[1])
     for box, mask in zip(json.loads(scored["c_boxes"][0]), scored["m_masks"][0], strict=True):
@@ -121,6 +135,8 @@ def test_generate_and_score_stages_without_ray(world) -> None:
             image = Image.open(io.BytesIO(mask))
             assert image.mode == "L" and image.size == (64, 64)
     assert scored["status"][2] == "failed"  # passed through untouched
+    with pytest.raises(ValueError, match="do not split evenly over 2 prompts"):
+        score.score_reference(batch["m_reference"][0], targets[:3], ["a", "b"], "x")
 
 
 # -- the job on Ray --------------------------------------------------------------------------------

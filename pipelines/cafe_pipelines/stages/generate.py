@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from PIL import Image
@@ -25,13 +26,15 @@ def encode_target(image: Image.Image) -> bytes:
 class GenerateStage:
     """Model stage (one trained pipeline per actor).
 
-    In: pair rows (kind "pair"): ref_path, ref_offset, ref_size (the reference cut-out's member in an
-    input tar), prompt, seed. Rows of other kinds pass through untouched.
-    Out: m_reference (the cut-out's PNG bytes, as read), m_targets (`num_candidates` JPEG bytes: one
-    batch drawn with the row's seed), scheduler (the sampler's class name), t_generate.
+    In: reference rows (kind "reference"): ref_path, ref_offset, ref_size (the reference cut-out's
+    member in an input tar), pairs (JSON [[prompt, seed], ...], the reference's pairs in order).
+    Rows of other kinds pass through untouched.
+    Out: m_reference (the cut-out's PNG bytes, as read), m_targets (`num_candidates` JPEG bytes per
+    pair, pair after pair: each pair's one batch drawn with its seed), scheduler (the sampler's
+    class name), t_generate.
 
     A pair's candidates are always one batch of `num_candidates` with its seed, whatever else the
-    Ray batch holds, so the same pair gives the same images on every run.
+    row or the Ray batch holds, so the same pair gives the same images on every run.
     """
 
     def __init__(
@@ -88,10 +91,14 @@ class GenerateStage:
 
         def work(b: Batch, indices: list[int]) -> None:
             for i in indices:
-                if b["kind"][i] != "pair":
+                if b["kind"][i] != "reference":
                     continue
                 reference_png = read_input_bytes(str(b["ref_path"][i]), int(b["ref_offset"][i]), int(b["ref_size"][i]))
-                b["m_targets"][i] = self.generate(reference_png, str(b["prompt"][i]), int(b["seed"][i]))
+                b["m_targets"][i] = [
+                    target
+                    for prompt, seed in json.loads(str(b["pairs"][i]))
+                    for target in self.generate(reference_png, prompt, seed)
+                ]
                 b["m_reference"][i] = reference_png
                 b["scheduler"][i] = self.scheduler_name
 

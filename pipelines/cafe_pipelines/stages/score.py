@@ -41,17 +41,20 @@ def embeddings_from_bytes(data: bytes, count: int) -> np.ndarray:
 class ScoreStage:
     """Model stage (one `cafe_vision.scorers.Scorers` per actor).
 
-    Pair rows (kind "pair") in: m_reference, m_targets, prompt, subject. Out: c_scores (JSON list, one
-    score dict per candidate, rounded to SCORE_DECIMALS), c_boxes (JSON list of [x0, y0, x1, y1] or
-    null), m_masks (a mask.png per candidate, b"" where nothing was found), c_embeddings (float32
-    bytes, one L2-normalized row per candidate).
+    Reference rows (kind "reference") in: m_reference, m_targets (a reference's candidates, pair
+    after pair), pairs (JSON [[prompt, seed], ...]), subject. Out: c_scores (JSON list, one score dict per
+    candidate, rounded to SCORE_DECIMALS), c_boxes (JSON list of [x0, y0, x1, y1] or null),
+    m_masks (a mask.png per candidate, b"" where nothing was found), c_embeddings (float32 bytes,
+    one L2-normalized row per candidate).
     Source rows (kind "source") in: src_path, src_offset, src_size (a reference's source target in an
     input tar). Out: c_embeddings (one row).
     Both: t_score.
 
-    Candidates are scored from the decoded JPEG bytes (what the shard will hold), and a pair's
-    candidates are scored together in one call, a source alone: the scorers' numbers depend on what
-    shares their batch, so this keeps every number the same on every run, however Ray batches rows.
+    Candidates are scored from the decoded JPEG bytes (what the shard will hold), and a reference's
+    candidates are scored together in one call (in steps of `batch_size`), a source alone: the
+    scorers' numbers depend on what shares their batch, so this keeps every number the same on
+    every run, however Ray batches rows. A reference's candidates share its subject phrase, which
+    is what Grounding DINO's numbers depend on most (its text batch is padded to the longest).
     """
 
     def __init__(
@@ -70,13 +73,22 @@ class ScoreStage:
         self.scorers = Scorers(preset, device=device, dtype=dtype, cache_dir=cache_dir)
         self.batch_size = batch_size
 
-    def score_pair(self, reference_png: bytes, targets: list[bytes], prompt: str, subject: str) -> dict[str, object]:
-        """The outputs of one pair row (see the class docstring), as a dict of column values."""
+    def score_reference(
+        self, reference_png: bytes, targets: list[bytes], prompts: list[str], subject: str
+    ) -> dict[str, object]:
+        """The outputs of one reference row (see the class docstring), as a dict of column values.
+
+        `targets` are the candidates of the reference's pairs, pair after pair, an equal number per
+        prompt of `prompts`.
+        """
+        if not prompts or len(targets) % len(prompts):
+            raise ValueError(f"{len(targets)} candidates do not split evenly over {len(prompts)} prompts")
         reference = _open(reference_png, "RGBA")
         images = [_open(data, "RGB") for data in targets]
-        count = len(images)
+        count, per_prompt = len(images), len(targets) // len(prompts)
+        candidate_prompts = [prompt for prompt in prompts for _ in range(per_prompt)]
         results = self.scorers(
-            [reference] * count, images, [prompt] * count, [subject] * count, batch_size=self.batch_size
+            [reference] * count, images, candidate_prompts, [subject] * count, batch_size=self.batch_size
         )
         masks, boxes = [], []
         for image, result in zip(images, results, strict=True):
@@ -112,10 +124,10 @@ class ScoreStage:
                     data = read_input_bytes(str(b["src_path"][i]), int(b["src_offset"][i]), int(b["src_size"][i]))
                     b["c_embeddings"][i] = self.embed_source(data)
                     continue
-                outputs = self.score_pair(
+                outputs = self.score_reference(
                     bytes(b["m_reference"][i]),
                     [bytes(t) for t in b["m_targets"][i]],
-                    str(b["prompt"][i]),
+                    [prompt for prompt, _ in json.loads(str(b["pairs"][i]))],
                     str(b["subject"][i]),
                 )
                 for name, value in outputs.items():
