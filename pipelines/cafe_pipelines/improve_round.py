@@ -9,8 +9,8 @@ row: the generate stage draws each pair's `candidates_per_pair` images in one ba
 seed, the score stage scores all of the reference's candidates together (cafe_vision.scorers), and
 the driver (cafe_pipelines.round_writer, a partition at a time) filters (cafe_pipelines.filtering),
 drops duplicates (cafe_pipelines.dedupe) and writes every candidate's status row, and each accepted
-one as a triple, through cafe_core. Rows of a second kind, one per reference, carry its source
-target to the score stage, whose embedding the near-duplicate check compares candidates with.
+one as a triple, through cafe_core. Rows of a second kind carry the references' source targets
+(16 to a row) to the score stage, whose embeddings the near-duplicate check compares candidates with.
 
 References are sorted by key and cut into partitions of `references_per_shard`; partition p
 becomes the p-th shard number not yet done, and Ray Data keeps rows in order, so a round's shards
@@ -57,7 +57,7 @@ from cafe_pipelines.ray_jobs import (
     stage_threads,
 )
 from cafe_pipelines.round_inputs import InputReference, RoundInputs, read_round_inputs
-from cafe_pipelines.round_pairs import Pair, candidate_key, pair_seed
+from cafe_pipelines.round_pairs import Pair, candidate_key, pair_seed, source_chunks, source_row_key
 from cafe_pipelines.round_pictures import Example, examples_grid, histogram_image
 from cafe_pipelines.round_writer import CANDIDATES_DIR, RoundWriter, candidates_path, public_record, read_candidates
 from cafe_pipelines.stages.generate import GenerateStage
@@ -209,32 +209,31 @@ def _rows(
     pairs: dict[str, list[Pair]],
     with_sources: bool,
 ) -> list[dict[str, Any]]:
-    """Source rows (every reference, when the near check is on) first, then reference rows by partition.
+    """Source rows (the source targets of every reference, `source_chunks` of them per row, when the near
+    check is on) first, then reference rows by partition.
 
     A reference row carries all of its pairs (`pairs`: JSON [[prompt, seed], ...] in prompt order; a
     string, because Arrow takes a list column of ints for a tensor in one block and objects in
     another, and fails to join them): the score stage scores a reference's candidates in one call, a
     batch several times a pair's.
     """
-    blank = {"status": "ok", "reason": "", "error": "", "subject": "", "pairs": "[]"}
-    none = {"ref_path": "", "ref_offset": 0, "ref_size": 0, "src_path": "", "src_offset": 0, "src_size": 0}
+    blank = {"status": "ok", "reason": "", "error": "", "subject": "", "pairs": "[]", "sources": "[]"}
+    none = {"ref_path": "", "ref_offset": 0, "ref_size": 0}
     rows = []
-    if with_sources:
-        for ref in references:
-            rows.append(
-                {
-                    **blank,
-                    **none,
-                    "input_key": f"source:{ref.key}",
-                    "kind": "source",
-                    "partition": -1,
-                    "reference_set": ref.set_path,
-                    "reference_key": ref.key,
-                    "src_path": ref.source_target.path,
-                    "src_offset": ref.source_target.offset,
-                    "src_size": ref.source_target.size,
-                }
-            )
+    for chunk in source_chunks(references) if with_sources else []:
+        locations = [[ref.source_target.path, ref.source_target.offset, ref.source_target.size] for ref in chunk]
+        rows.append(
+            {
+                **blank,
+                **none,
+                "input_key": source_row_key(chunk),
+                "kind": "source",
+                "partition": -1,
+                "reference_set": "",
+                "reference_key": "",
+                "sources": json.dumps(locations),
+            }
+        )
     for partition, (_, refs) in enumerate(partitions):
         for ref in refs:
             rows.append(
@@ -392,7 +391,7 @@ def improve_round(config: ImproveConfig, on_progress: Callable[[int, int], None]
         pairs=pairs,
         dedupe=dedupe,
         prior_accepted=[r for r in prior if r["accepted"]],
-        num_sources=len(references) if (with_sources and partitions) else 0,
+        sources=source_chunks(references) if (with_sources and partitions) else [],
         metadata_base=metadata_base,
         on_progress=on_progress,
     )

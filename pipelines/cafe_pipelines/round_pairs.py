@@ -1,4 +1,4 @@
-"""The identities of a round's work: a (reference, prompt) pair, its generation seed, its candidates' keys."""
+"""The identities of a round's work: a (reference, prompt) pair, its seed, its candidates' keys; source rows."""
 
 from __future__ import annotations
 
@@ -33,3 +33,20 @@ class Pair:
     prompt_index: int
     prompt: str
     seed: int
+
+
+SOURCES_PER_ROW = 16
+
+
+def source_chunks(references: list[InputReference]) -> list[list[InputReference]]:
+    """The references whose source targets share a source row (and so one embedding call), in order.
+
+    Cut from the full list of references, done or not, so that every run embeds each source in the
+    same company and gets the same numbers.
+    """
+    return [references[start : start + SOURCES_PER_ROW] for start in range(0, len(references), SOURCES_PER_ROW)]
+
+
+def source_row_key(chunk: list[InputReference]) -> str:
+    """The input key of the source row of `chunk` (one of `source_chunks`)."""
+    return f"sources:{chunk[0].key}"

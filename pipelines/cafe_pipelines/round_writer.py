@@ -32,7 +32,7 @@ from cafe_pipelines.dedupe import DedupeIndex
 from cafe_pipelines.filtering import filter_candidates
 from cafe_pipelines.improve_config import ImproveConfig
 from cafe_pipelines.round_inputs import InputReference
-from cafe_pipelines.round_pairs import Pair, candidate_key
+from cafe_pipelines.round_pairs import Pair, candidate_key, source_row_key
 from cafe_pipelines.round_pictures import Example
 from cafe_pipelines.stages.score import embeddings_from_bytes
 
@@ -130,7 +130,7 @@ class RoundWriter:
         pairs: dict[str, list[Pair]],
         dedupe: DedupeIndex,
         prior_accepted: list[dict[str, Any]],
-        num_sources: int,
+        sources: list[list[InputReference]],
         metadata_base: dict[str, Any],
         on_progress: Callable[[int, int], None] | None,
     ) -> None:
@@ -141,7 +141,9 @@ class RoundWriter:
         self.pairs = {r.key: pairs[r.key] for _, refs in partitions for r in refs}
         self.dedupe = dedupe
         self.prior_accepted = prior_accepted
-        self.sources_left = num_sources
+        # Source row key -> the references whose source targets it carries (round_pairs.source_chunks).
+        self.sources = {source_row_key(chunk): chunk for chunk in sources}
+        self.sources_left = len(sources)
         self.metadata_base = metadata_base
         self.on_progress = on_progress
         self.total = sum(len(reference_pairs) for reference_pairs in self.pairs.values()) * config.candidates_per_pair
@@ -151,7 +153,7 @@ class RoundWriter:
         self.examples: dict[bool, list[Example]] = {True: [], False: []}
         self.seconds: Counter[str] = Counter()
         self.shards_written = 0
-        if num_sources == 0:
+        if not sources:
             self._sources_done()
 
     def _sources_done(self) -> None:
@@ -178,11 +180,17 @@ class RoundWriter:
             self.next_partition += 1
 
     def _add_source(self, row: dict[str, Any]) -> None:
+        chunk = self.sources[str(row["input_key"])]
         if str(row["status"]) == "ok":
-            embedding = embeddings_from_bytes(bytes(row["c_embeddings"]), 1)[0]
-            self.dedupe.add_known(f"the source target of {row['reference_set']}:{row['reference_key']}", embedding)
-        else:  # an unreadable source: candidates are still checked against every other one
-            log.warning("source target of %s not embedded: %s", row["reference_key"], row["error"])
+            errors = json.loads(str(row["c_errors"]))
+        else:  # the whole row failed: no source of it is known
+            errors = [str(row["error"]) or str(row["reason"])] * len(chunk)
+        embeddings = iter(embeddings_from_bytes(bytes(row["c_embeddings"]), errors.count("")))
+        for reference, error in zip(chunk, errors, strict=True):
+            if error:  # an unreadable source: candidates are still checked against every other one
+                log.warning("source target of %s not embedded: %s", reference.key, error)
+                continue
+            self.dedupe.add_known(f"the source target of {reference.set_path}:{reference.key}", next(embeddings))
         self.sources_left -= 1
         if self.sources_left == 0:
             self._sources_done()

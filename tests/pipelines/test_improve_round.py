@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -76,7 +77,8 @@ def reference_subject(world: dict[str, Path]) -> str:
 
 
 def reference_batch(world: dict[str, Path]) -> dict:
-    """A reference row with two pairs, a source row, and a reference row whose cut-out is gone."""
+    """A reference row with two pairs, a source row (the reference's source and a vanished one), and a
+    reference row whose cut-out is gone."""
     reference = read_round_inputs([str(world["shards"])], num_references=1, seed=0).references[0]
     return {
         "input_key": [reference.key, f"source:{reference.key}", "gone"],
@@ -87,9 +89,7 @@ def reference_batch(world: dict[str, Path]) -> dict:
         "ref_path": [reference.reference.path, "", "/no/such/file.tar"],
         "ref_offset": [reference.reference.offset, 0, 0],
         "ref_size": [reference.reference.size, 0, 10],
-        "src_path": ["", reference.source_target.path, ""],
-        "src_offset": [0, reference.source_target.offset, 0],
-        "src_size": [0, reference.source_target.size, 0],
+        "sources": ["[]", json.dumps([dataclasses.astuple(reference.source_target), ["/no/such.tar", 0, 9]]), "[]"],
         "pairs": [json.dumps(two_pairs(reference.subject)), "[]", json.dumps([["x", 7]])],
         "subject": [reference.subject, "", reference.subject],
     }
@@ -128,8 +128,10 @@ def test_generate_and_score_stages_without_ray(world) -> None:
     assert values[0]["clip_t"] != values[2]["clip_t"]  # each candidate against its own pair's prompt
     embeddings = embeddings_from_bytes(scored["c_embeddings"][0], 4)
     assert embeddings.shape[0] == 4 and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
-    source = embeddings_from_bytes(scored["c_embeddings"][1], 1)
+    source = embeddings_from_bytes(scored["c_embeddings"][1], 1)  # the vanished source costs only itself
     assert source.shape == (1, embeddings.shape[1])
+    [ok, gone] = json.loads(scored["c_errors"][1])
+    assert ok == "" and "the file is gone" in gone and scored["status"][1] == "ok"
     for box, mask in zip(json.loads(scored["c_boxes"][0]), scored["m_masks"][0], strict=True):
         if box is not None:
             image = Image.open(io.BytesIO(mask))

@@ -46,14 +46,15 @@ class ScoreStage:
     candidate, rounded to SCORE_DECIMALS), c_boxes (JSON list of [x0, y0, x1, y1] or null),
     m_masks (a mask.png per candidate, b"" where nothing was found), c_embeddings (float32 bytes,
     one L2-normalized row per candidate).
-    Source rows (kind "source") in: src_path, src_offset, src_size (a reference's source target in an
-    input tar). Out: c_embeddings (one row).
+    Source rows (kind "source") in: sources (JSON [[path, offset, size], ...], source targets of
+    references in input tars). Out: c_embeddings (one row per source read, in order), c_errors (JSON
+    list, per source: "" or why it could not be read; one bad source costs only its own embedding).
     Both: t_score.
 
     Candidates are scored from the decoded JPEG bytes (what the shard will hold), and a reference's
-    candidates are scored together in one call (in steps of `batch_size`), a source alone: the
-    scorers' numbers depend on what shares their batch, so this keeps every number the same on
-    every run, however Ray batches rows. A reference's candidates share its subject phrase, which
+    candidates are scored together in one call (in steps of `batch_size`), a source row's sources
+    likewise: the scorers' numbers depend on what shares their batch, so this keeps every number
+    the same on every run, however Ray batches rows. A reference's candidates share its subject phrase, which
     is what Grounding DINO's numbers depend on most (its text batch is padded to the longest).
     """
 
@@ -110,26 +111,35 @@ class ScoreStage:
             "c_embeddings": embedding_bytes(embeddings),
         }
 
-    def embed_source(self, target_jpg: bytes) -> bytes:
-        return embedding_bytes(self.scorers.embed_images([_open(target_jpg, "RGB")], batch_size=1))
+    def embed_sources(self, locations: list[list]) -> dict[str, object]:
+        """The outputs of one source row: c_embeddings of the sources read, c_errors per source."""
+        images, errors = [], []
+        for path, offset, size in locations:
+            try:
+                images.append(_open(read_input_bytes(str(path), int(offset), int(size)), "RGB"))
+                errors.append("")
+            except Exception as exc:  # recorded per source; the others are embedded
+                errors.append(f"{type(exc).__name__}: {exc}")
+        embeddings = self.scorers.embed_images(images, batch_size=max(1, len(images)))
+        return {"c_embeddings": embedding_bytes(embeddings), "c_errors": json.dumps(errors)}
 
     def __call__(self, batch: Batch) -> Batch:
         batch = dict(batch)
-        for name, fill in (("c_scores", "[]"), ("c_boxes", "[]"), ("m_masks", []), ("c_embeddings", b"")):
+        fills = (("c_scores", "[]"), ("c_boxes", "[]"), ("m_masks", []), ("c_embeddings", b""), ("c_errors", "[]"))
+        for name, fill in fills:
             batch[name] = column(batch, name, fill)
 
         def work(b: Batch, indices: list[int]) -> None:
             for i in indices:
                 if b["kind"][i] == "source":
-                    data = read_input_bytes(str(b["src_path"][i]), int(b["src_offset"][i]), int(b["src_size"][i]))
-                    b["c_embeddings"][i] = self.embed_source(data)
-                    continue
-                outputs = self.score_reference(
-                    bytes(b["m_reference"][i]),
-                    [bytes(t) for t in b["m_targets"][i]],
-                    [prompt for prompt, _ in json.loads(str(b["pairs"][i]))],
-                    str(b["subject"][i]),
-                )
+                    outputs = self.embed_sources(json.loads(str(b["sources"][i])))
+                else:
+                    outputs = self.score_reference(
+                        bytes(b["m_reference"][i]),
+                        [bytes(t) for t in b["m_targets"][i]],
+                        [prompt for prompt, _ in json.loads(str(b["pairs"][i]))],
+                        str(b["subject"][i]),
+                    )
                 for name, value in outputs.items():
                     b[name][i] = value
 
