@@ -42,10 +42,10 @@ class ScoreStage:
     """Model stage (one `cafe_vision.scorers.Scorers` per actor).
 
     Reference rows (kind "reference") in: m_reference, m_targets (a reference's candidates, pair
-    after pair), pairs (JSON [[prompt, seed], ...]), subject. Out: c_scores (JSON list, one score dict per
-    candidate, rounded to SCORE_DECIMALS), c_boxes (JSON list of [x0, y0, x1, y1] or null),
-    m_masks (a mask.png per candidate, b"" where nothing was found), c_embeddings (float32 bytes,
-    one L2-normalized row per candidate).
+    after pair), pairs (JSON [[prompt, seed], ...]), subject. Out: c_scores (JSON list, one score
+    dict per candidate, rounded to SCORE_DECIMALS), c_boxes (JSON list of [x0, y0, x1, y1] or
+    null), m_masks (a mask.png per candidate, b"" where nothing was found), c_embeddings (float32
+    bytes, one L2-normalized row per candidate).
     Source rows (kind "source") in: sources (JSON [[path, offset, size], ...], source targets of
     references in input tars). Out: c_embeddings (one row per source read, in order), c_errors (JSON
     list, per source: "" or why it could not be read; one bad source costs only its own embedding).
@@ -54,8 +54,8 @@ class ScoreStage:
     Candidates are scored from the decoded JPEG bytes (what the shard will hold), and a reference's
     candidates are scored together in one call (in steps of `batch_size`), a source row's sources
     likewise: the scorers' numbers depend on what shares their batch, so this keeps every number
-    the same on every run, however Ray batches rows. A reference's candidates share its subject phrase, which
-    is what Grounding DINO's numbers depend on most (its text batch is padded to the longest).
+    the same on every run, however Ray batches rows. A reference's candidates also share their
+    subject phrase, so Grounding DINO's text batch (padded to its longest) is the same for all.
     """
 
     def __init__(
