@@ -29,7 +29,7 @@ class ScorerPreset:
     nms_iou_threshold: class-agnostic NMS over the subject's boxes before they are counted.
     grounder_image_size_px: the square a candidate is fitted into for grounding (None: the vision
         preset's). Candidates are the generator's size, smaller than the photos the data engine
-        grounds: each preset upsamples them about 1.5x, to Grounding DINO's own evaluation scale.
+        grounds: each preset upsamples them about 1.5x (`base`: to Grounding DINO's own 800 px).
     """
 
     name: str
