@@ -46,6 +46,8 @@ if TYPE_CHECKING:  # imported where used: the module loads without torch
     from cafe_pipelines.improve_config import ImproveConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# tests/ is not a package: its factories build tiny triples, improve_helpers a tiny trained run.
+sys.path[:0] = [str(REPO_ROOT / "tests"), str(REPO_ROOT / "tests" / "pipelines")]
 OVERHEAD_TARGET = 0.10
 
 
@@ -68,7 +70,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def write_inputs(root: Path, count: int) -> Path:
     """A closed round-0 set of `count` deterministic triples."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))  # tests/ is not a package; its factories build tiny triples
     from factories import make_triple, ok_input
 
     from cafe_core import ShardSet
@@ -78,23 +79,6 @@ def write_inputs(root: Path, count: int) -> Path:
             triple = make_triple(index)
             writer.add(ok_input(triple), [triple])
     return root
-
-
-def train_checkpoint(shards: Path, run_dir: Path) -> Path:
-    from cafe_train import TrainConfig, train
-
-    config = TrainConfig(
-        shards=[shards],
-        output_dir=run_dir,
-        preset="tiny",
-        max_steps=2,
-        resolution_px=64,
-        batch_size=2,
-        num_workers=0,
-        checkpoint_every=2,
-    )
-    train(config)
-    return run_dir
 
 
 def serial_seconds(config: ImproveConfig, references: int) -> tuple[float, float]:
@@ -107,7 +91,6 @@ def serial_seconds(config: ImproveConfig, references: int) -> tuple[float, float
     round does), the two stages' costs compare without that. The first reference warms both up
     and is not counted.
     """
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
     from factories import make_triple
 
     from cafe_pipelines.improve_round import round_checkpoint, stage_kwargs
@@ -147,12 +130,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         import ray
+        from improve_helpers import train_tiny
 
         from cafe_pipelines.improve_config import improve_recipe
         from cafe_pipelines.improve_round import improve_round
 
         shards = write_inputs(scratch / "real", args.references)
-        run = train_checkpoint(shards, scratch / "run")
+        run = train_tiny(shards, scratch / "run")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         config = improve_recipe(
             args.preset,

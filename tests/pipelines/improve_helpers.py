@@ -31,8 +31,11 @@ def write_input_set(root: Path, count: int, *, per_shard: int = 3) -> Path:
     return root
 
 
-def train_tiny(shards: Path, run_dir: Path, model_cache: Path) -> Path:
-    """A `tiny` run of 2 steps at 64 px with one checkpoint (tests may import cafe_train; pipelines may not)."""
+def train_tiny(shards: Path, run_dir: Path, model_cache: Path | None = None) -> Path:
+    """A `tiny` run of 2 steps at 64 px with one checkpoint (tests may import cafe_train; pipelines may not).
+
+    model_cache: where the tiny models are built (None: the cafe model cache; bench/improve.py's).
+    """
     from cafe_train import TrainConfig, train
 
     config = TrainConfig(

@@ -91,15 +91,19 @@ def test_thresholds_set_to_none_are_not_checked() -> None:
     assert not_found.reason == "filter.not_found"  # never off
 
 
+# Every check off but the class's median DINO (and subject_found, which is never off).
+DINO_MEDIAN_ONLY = FilterConfig(
+    min_dino=None,
+    min_clip_i=None,
+    min_clip_t=None,
+    dino_percentile=50.0,
+    max_copy_paste=None,
+    exactly_one_instance=False,
+)
+
+
 def test_percentile_floors_are_per_class() -> None:
-    config = FilterConfig(
-        min_dino=None,
-        min_clip_i=None,
-        min_clip_t=None,
-        dino_percentile=50.0,
-        max_copy_paste=None,
-        exactly_one_instance=False,
-    )
+    config = DINO_MEDIAN_ONLY
     dog = [0.1, 0.2, 0.3, 0.4]  # median 0.25
     mug = [0.6, 0.7, 0.8, 0.9, 1.0]  # median 0.8
     candidates = [scores(dino=v) for v in dog + mug]
@@ -111,14 +115,7 @@ def test_percentile_floors_are_per_class() -> None:
 
 
 def test_percentile_ignores_candidates_whose_subject_was_not_found() -> None:
-    config = FilterConfig(
-        min_dino=None,
-        min_clip_i=None,
-        min_clip_t=None,
-        dino_percentile=50.0,
-        max_copy_paste=None,
-        exactly_one_instance=False,
-    )
+    config = DINO_MEDIAN_ONLY
     candidates = [scores(dino=0.0, subject_found=0.0)] * 5 + [scores(dino=v) for v in (0.2, 0.4, 0.6)]
     verdicts = filter_candidates(candidates, ["dog"] * len(candidates), config)
     assert [v.reason for v in verdicts[:5]] == ["filter.not_found"] * 5
