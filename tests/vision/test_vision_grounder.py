@@ -8,6 +8,7 @@ from torchvision.ops import box_iou
 
 from cafe_vision.detection import Detection, suppress_overlaps
 from cafe_vision.grounder import Grounder, normalize_prompt
+from cafe_vision.images import fit_inside, to_rgb
 from cafe_vision.load import load_grounder
 from cafe_vision.presets import get_preset
 
@@ -69,6 +70,58 @@ def test_batched_equals_one_by_one(model_cache, photos):
             assert a.box_xyxy == pytest.approx(b.box_xyxy, abs=1e-2)
             assert a.score == pytest.approx(b.score, abs=1e-4)
             assert a.phrase == b.phrase
+
+
+def _stock_detections(grounder: Grounder, images, prompts: list[str]) -> list[list[Detection]]:
+    """What the Grounder must give: transformers' own processor and post-processor, then clipping and NMS."""
+    side = grounder.image_size_px
+    rgb = [to_rgb(image) for image in images]
+    texts = [normalize_prompt(prompt) for prompt in prompts]
+    inputs = grounder.processor(
+        images=[fit_inside(image, side) for image in rgb],
+        text=texts,
+        do_resize=False,
+        pad_size={"height": side, "width": side},
+        padding=True,
+        truncation=True,
+        max_length=grounder.model.config.max_text_len,
+        return_tensors="pt",
+    )
+    with torch.inference_mode():
+        outputs = grounder.model(**inputs)
+    processed = grounder.processor.post_process_grounded_object_detection(
+        outputs,
+        input_ids=inputs["input_ids"],
+        threshold=grounder.box_threshold,
+        text_threshold=grounder.text_threshold,
+        target_sizes=[(image.height, image.width) for image in rgb],
+    )
+    results = []
+    for image, result in zip(rgb, processed, strict=True):
+        detections = []
+        for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["text_labels"]):
+            x0, x1 = (min(max(x, 0.0), image.width) for x in (box[0], box[2]))
+            y0, y1 = (min(max(y, 0.0), image.height) for y in (box[1], box[3]))
+            if x1 > x0 and y1 > y0:
+                detections.append(Detection((x0, y0, x1, y1), score, grounder._clean_phrase(label)))
+        results.append(suppress_overlaps(detections, grounder.nms_iou_threshold)[: grounder.max_detections])
+    return results
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"box_threshold": 0.2, "text_threshold": 0.1}, {"max_detections": 2, "nms_iou_threshold": 0.3}],
+    ids=["preset", "low-thresholds", "max-2"],
+)
+def test_equals_the_stock_processor_path(model_cache, photos, odd_images, settings):
+    """The Grounder's own input tensors and post-processing give exactly what transformers' processor gives."""
+    images = [*photos, *odd_images]
+    # One batch: the text padding, and so the numbers, follow the longest prompt of a batch.
+    grounder = load_grounder(get_preset("tiny"), cache_dir=model_cache, batch_size=len(images), **settings)
+    prompts = ["a dog. a cat.", "a red ball", "shoe", "a dog", "teapot. cup. spoon.", "a b c d e.", "x", "y", "z", "w"]
+    ours = grounder(images, prompts)
+    assert sum(map(len, ours)) > len(images)  # boxes to compare, not empty lists
+    assert ours == _stock_detections(grounder, images, prompts)
 
 
 def test_nms_removes_overlapping_boxes(model_cache, photos):

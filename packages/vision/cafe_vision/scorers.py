@@ -63,6 +63,10 @@ class Scorers:
         device: "cpu" (default), "cuda", "cuda:N" or "auto".
         dtype: the models' dtype ("float32", "float16", "bfloat16").
         cache_dir: where random models are built (default: the cafe model cache).
+        batch_size: the candidates scored per step (bounds memory), the calls' default. Each model
+            sees a step in one forward: the grounder and SAM its candidates, CLIP and DINO its
+            candidates with its distinct references (per-forward overhead is a large share of a
+            small model's cost).
 
     Attributes:
         models: role (dino, clip, grounder, segmenter) -> {"name", "revision"}, for samples' metadata.
@@ -76,14 +80,18 @@ class Scorers:
         device: str = "cpu",
         dtype: str = "float32",
         cache_dir: str | Path | None = None,
+        batch_size: int = 16,
     ) -> None:
+        _check_batch_size(batch_size)
         if isinstance(preset, str):
             preset = get_scorer_preset(preset)
         elif not isinstance(preset, ScorerPreset):
             raise TypeError(f"preset must be a scorer preset name or a ScorerPreset, got {type(preset).__name__}")
         self.preset = preset
-        self.dino_embedder = DinoEmbedder(preset.dino_source(cache_dir=cache_dir), device=device, dtype=dtype)
-        self.clip = ClipScorer(preset.clip_source(cache_dir=cache_dir), device=device, dtype=dtype)
+        self.batch_size = batch_size
+        models = {"device": device, "dtype": dtype, "batch_size": 2 * batch_size}
+        self.dino_embedder = DinoEmbedder(preset.dino_source(cache_dir=cache_dir), **models)
+        self.clip = ClipScorer(preset.clip_source(cache_dir=cache_dir), **models)
         grounder = load_grounder(
             preset.vision,
             device=device,
@@ -93,8 +101,9 @@ class Scorers:
             text_threshold=preset.text_threshold,
             nms_iou_threshold=preset.nms_iou_threshold,
             image_size_px=preset.grounder_image_size_px or preset.vision.grounder_image_size_px,
+            batch_size=batch_size,
         )
-        segmenter = load_segmenter(preset.vision, device=device, cache_dir=cache_dir, dtype=dtype)
+        segmenter = load_segmenter(preset.vision, device=device, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size)
         self.finder = SubjectFinder(grounder, segmenter)
         self.models: dict[str, dict[str, str]] = preset.model_records()
 
@@ -105,16 +114,16 @@ class Scorers:
         prompts: Sequence[str],
         subjects: Sequence[str],
         *,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> list[CandidateScore]:
         """The scores of each candidate `images[i]`, generated for `references[i]`, `prompts[i]`, `subjects[i]`.
 
         references: RGBA cut-outs (alpha = mask), as a sample's `reference.png`.
         images: the generated images; prompts: their prompts; subjects: the phrase to find in each.
-        batch_size: the candidates scored per step (bounds memory).
+        batch_size: the candidates scored per step (bounds memory); default the Scorers'.
         """
         _check_lengths(references=references, images=images, prompts=prompts, subjects=subjects)
-        _check_batch_size(batch_size)
+        batch_size = self._step(batch_size)
         results: list[CandidateScore] = []
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
@@ -160,24 +169,24 @@ class Scorers:
             results.append(CandidateScore(scores, subject.box_xyxy, subject.mask, image_embeddings[index]))
         return results
 
-    def embed_images(self, images: Sequence[Image.Image], *, batch_size: int = 8) -> np.ndarray:
+    def embed_images(self, images: Sequence[Image.Image], *, batch_size: int | None = None) -> np.ndarray:
         """(N, D) L2-normalized CLIP image embeddings (near-duplicate detection: cosine = dot product)."""
-        _check_batch_size(batch_size)
+        batch_size = self._step(batch_size)
         return _concat([self.clip.embed_images(chunk) for chunk in _chunks(images, batch_size)], self.clip.dim)
 
-    def clip_t(self, images: Sequence[Image.Image], prompts: Sequence[str], *, batch_size: int = 8) -> np.ndarray:
+    def clip_t(self, images: Sequence[Image.Image], prompts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
         """(N,) CLIP-T of each image with its prompt, 100 * max(cos, 0)."""
         _check_lengths(images=images, prompts=prompts)
-        _check_batch_size(batch_size)
+        batch_size = self._step(batch_size)
         pairs = zip(_chunks(images, batch_size), _chunks(prompts, batch_size), strict=True)
         return _concat([self.clip.clip_t(image_chunk, prompt_chunk) for image_chunk, prompt_chunk in pairs])
 
     def clip_i(
-        self, references: Sequence[Image.Image], images: Sequence[Image.Image], *, batch_size: int = 8
+        self, references: Sequence[Image.Image], images: Sequence[Image.Image], *, batch_size: int | None = None
     ) -> np.ndarray:
         """(N,) CLIP image-image cosine, each reference (on the plain background) vs its whole image."""
         _check_lengths(references=references, images=images)
-        _check_batch_size(batch_size)
+        batch_size = self._step(batch_size)
         pairs = zip(_chunks(references, batch_size), _chunks(images, batch_size), strict=True)
         return _concat(
             [self.clip.clip_i([on_background(r) for r in ref_chunk], image_chunk) for ref_chunk, image_chunk in pairs]
@@ -189,17 +198,24 @@ class Scorers:
         images: Sequence[Image.Image],
         subjects: Sequence[str],
         *,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> np.ndarray:
         """(N,) DINO cosine of each reference and the subject found in its image; 0.0 where not found."""
         _check_lengths(references=references, images=images, subjects=subjects)
-        _check_batch_size(batch_size)
+        batch_size = self._step(batch_size)
         chunks = []
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
             found = self.finder(images[start:stop], subjects[start:stop])
             chunks.append(self._dino_found(references[start:stop], images[start:stop], found))
         return _concat(chunks)
+
+    def _step(self, batch_size: int | None) -> int:
+        """A call's batch size: the one given, or the Scorers' own."""
+        if batch_size is None:
+            return self.batch_size
+        _check_batch_size(batch_size)
+        return batch_size
 
     def _dino_found(
         self, references: Sequence[Image.Image], images: Sequence[Image.Image], found: Sequence[FoundSubject]

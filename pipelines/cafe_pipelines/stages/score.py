@@ -66,13 +66,12 @@ class ScoreStage:
         dtype: str = "float32",
         num_threads: int | None = None,
         cache_dir: str | Path | None = None,
-        batch_size: int = 8,
+        batch_size: int = 16,
     ) -> None:
         set_threads(num_threads)
         from cafe_vision.scorers import Scorers
 
-        self.scorers = Scorers(preset, device=device, dtype=dtype, cache_dir=cache_dir)
-        self.batch_size = batch_size
+        self.scorers = Scorers(preset, device=device, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size)
 
     def score_reference(
         self, reference_png: bytes, targets: list[bytes], prompts: list[str], subject: str
@@ -88,9 +87,7 @@ class ScoreStage:
         images = [_open(data, "RGB") for data in targets]
         count, per_prompt = len(images), len(targets) // len(prompts)
         candidate_prompts = [prompt for prompt in prompts for _ in range(per_prompt)]
-        results = self.scorers(
-            [reference] * count, images, candidate_prompts, [subject] * count, batch_size=self.batch_size
-        )
+        results = self.scorers([reference] * count, images, candidate_prompts, [subject] * count)
         masks, boxes = [], []
         for image, result in zip(images, results, strict=True):
             if result.mask is None or result.box_xyxy is None:
