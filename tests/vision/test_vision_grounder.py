@@ -99,7 +99,8 @@ def _stock_detections(grounder: Grounder, images, prompts: list[str]) -> list[li
     results = []
     for image, result in zip(rgb, processed, strict=True):
         detections = []
-        for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["text_labels"]):
+        labels = result["text_labels"] if len(result["boxes"]) else []  # [""] when no box passed
+        for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), labels, strict=True):
             x0, x1 = (min(max(x, 0.0), image.width) for x in (box[0], box[2]))
             y0, y1 = (min(max(y, 0.0), image.height) for y in (box[1], box[3]))
             if x1 > x0 and y1 > y0:

@@ -135,7 +135,9 @@ class Grounder:
         boxes = center_to_corners_format(outputs.pred_boxes.float().cpu())  # (B, queries, 4), relative
         return [
             self._detections(image_probs, image_boxes, input_ids, image.height, image.width)
-            for image_probs, image_boxes, input_ids, image in zip(probs, boxes, text["input_ids"], rgb_images, strict=True)
+            for image_probs, image_boxes, input_ids, image in zip(
+                probs, boxes, text["input_ids"], rgb_images, strict=True
+            )
         ]
 
     def _pixels(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,7 +103,9 @@ class Scorers:
             image_size_px=preset.grounder_image_size_px or preset.vision.grounder_image_size_px,
             batch_size=batch_size,
         )
-        segmenter = load_segmenter(preset.vision, device=device, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size)
+        segmenter = load_segmenter(
+            preset.vision, device=device, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size
+        )
         self.finder = SubjectFinder(grounder, segmenter)
         self.models: dict[str, dict[str, str]] = preset.model_records()
 
@@ -174,7 +176,9 @@ class Scorers:
         batch_size = self._step(batch_size)
         return _concat([self.clip.embed_images(chunk) for chunk in _chunks(images, batch_size)], self.clip.dim)
 
-    def clip_t(self, images: Sequence[Image.Image], prompts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+    def clip_t(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], *, batch_size: int | None = None
+    ) -> np.ndarray:
         """(N,) CLIP-T of each image with its prompt, 100 * max(cos, 0)."""
         _check_lengths(images=images, prompts=prompts)
         batch_size = self._step(batch_size)
