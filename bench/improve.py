@@ -2,17 +2,19 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/improve.py                     # tiny, 16 references x 2 prompts x 4 candidates, 30 steps
+    .venv/bin/python bench/improve.py                     # tiny, 16 references x 4 prompts x 4 candidates, 30 steps
     .venv/bin/python bench/improve.py --quick             # 8 references, 10 steps: under a minute on 2 cores
-    .venv/bin/python bench/improve.py --candidates 8 --steps 50
+    .venv/bin/python bench/improve.py --prompts 2 --candidates 8 --steps 50
     .venv/bin/python bench/improve.py --preset base       # real scorers (their weights must be in the HF cache)
     make bench                                            # every benchmark, this one with its defaults
 
 What it measures: one round, `cafe_pipelines.improve_round.improve_round`, on a local Ray with num_cpus=2
 started before the clock, from a closed set of deterministic triples (tests/factories.py's) and a `tiny`
-checkpoint trained 2 steps here; the scorers are `--preset`'s, the sampler DDIM with `--steps` steps (the
-real recipe's 30 by default, not the tiny recipe's 4: the ratio is about a round's shape, and 4 steps
-would make generation unrealistically cheap next to scoring). The round records per-stage busy seconds
+checkpoint trained 2 steps here; the scorers are `--preset`'s, the sampler DDIM with `--steps` steps. The
+round's shape is the real recipe's by default (ImproveConfig's 4 prompts x 4 candidates per reference, 30
+steps), not the tiny recipe's 2 x 2 at 4 steps: the ratio is about a round's shape, 4 steps would make
+generation unrealistically cheap next to scoring, and a reference's candidates are scored in one call,
+whose fixed cost fewer candidates share. The round records per-stage busy seconds
 (RoundReport.stage_s): `generate` and `score` are the stage actors' time inside their batches (model
 loading excluded: actors load in `__init__`), `filter`, `dedupe` and `write` the driver's time per shard
 (thresholds, hashes and cosines, building json and writing tars, status tables and candidate tables),
@@ -55,7 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="tiny", help="scorer preset: tiny (random) or base (real weights)")
     parser.add_argument("--candidates", type=int, default=4, help="candidates per (reference, prompt) pair")
-    parser.add_argument("--prompts", type=int, default=2, help="prompts per reference")
+    parser.add_argument("--prompts", type=int, default=4, help="prompts per reference")
     parser.add_argument("--references", type=int, default=16, help="references (input triples)")
     parser.add_argument("--steps", type=int, default=30, help="sampler steps")
     parser.add_argument(
