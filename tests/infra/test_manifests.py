@@ -570,6 +570,7 @@ def test_the_scan_finds_the_commands_it_must() -> None:
     assert found((), "ray/cluster.yaml: config")  # setup_commands
     assert found((), "Dockerfile: ENTRYPOINT")
     assert found(("data", "build"), "README.md:")
+    assert found(("serve",), "kuberay/service.yaml: Deployment")
     for doc in docs_of("RayJob"):
         assert any(c.where.startswith(f"{doc.source}: RayJob") and ".spec.entrypoint" in c.where for c in commands), (
             f"{doc.source}: the RayJob's entrypoint is not a cafe command"
@@ -761,6 +762,66 @@ def test_pods_mount_what_they_name_and_ray_pods_agree() -> None:
     assert len(caches) == 1 and caches.pop().startswith(data_path.rstrip("/") + "/"), (
         "CAFE_MODEL_CACHE differs or is not shared"
     )
+
+
+def mount_of(container: dict[str, Any], pod: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
+    """(the mountPath holding `path`, the pod volume mounted there): the deepest mount `path` lies under."""
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    mounts = [
+        m for m in container.get("volumeMounts") or [] if (path + "/").startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert mounts, f"{path} is on no volume the container mounts"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    return mount["mountPath"], volumes[mount["name"]]
+
+
+def test_the_service_deployment_serves_the_job_api_on_the_ray_cluster() -> None:
+    """kuberay/service.yaml: one `cafe serve` pod (never two on one SQLite store), reachable through its Service,
+    probed on the token-free /health, its token from a Secret, its jobs on the RayCluster's client port, its
+    store on a volume of its own and its job folders and data root on the shared volume the Ray pods mount."""
+    [doc] = [d for d in docs_of("Deployment") if d.body["metadata"]["name"] == "cafe-service"]
+    spec = doc.body["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", "SQLite has one writer: 1 pod, Recreate"
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    assert CAFE_IMAGE.search(container["image"]) and "command" not in container  # args go to ENTRYPOINT cafe
+    [command] = [c for c in all_commands() if c.where.startswith(doc.source) and c.words[:1] == ("serve",)]
+    parsed = check_command(command)
+    assert one(parsed, "host") == "0.0.0.0", "the Service reaches the pod on its pod IP, not on 127.0.0.1"
+    assert "token" not in parsed.options, "a token on the command line shows in `ps` and the manifest"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == int(one(parsed, "port"))
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env["CAFE_SERVICE_TOKEN"]) == {"name", "valueFrom"}
+    assert env["CAFE_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"]
+    # RAY_ADDRESS: Ray Client on the long-lived cluster's head service (KubeRay names it CLUSTER-head-svc).
+    clusters = {d.body["metadata"]["name"]: d.body["spec"] for d in docs_of("RayCluster")}
+    address = re.fullmatch(r"ray://([a-z0-9-]+)-head-svc:(\d+)", env["RAY_ADDRESS"]["value"])
+    assert address and address[1] in clusters, env["RAY_ADDRESS"]
+    head = clusters[address[1]]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"containerPort": int(address[2]), "name": "client"} in head["ports"]
+    claims = {d.body["metadata"]["name"]: d.body["spec"] for d in docs_of("PersistentVolumeClaim")}
+    _, db_volume = mount_of(container, pod, str(Path(one(parsed, "db")).parent))
+    assert claims[db_volume["persistentVolumeClaim"]["claimName"]]["accessModes"] == ["ReadWriteOnce"]
+    ray_pod = clusters[address[1]]["headGroupSpec"]["template"]["spec"]
+    ray_mounts = {m["name"]: m["mountPath"] for m in ray_pod["containers"][0]["volumeMounts"]}
+    ray_claims = {
+        v["persistentVolumeClaim"]["claimName"]: ray_mounts[v["name"]]
+        for v in ray_pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    for option in ("jobs_dir", "roots"):
+        mount_path, volume = mount_of(container, pod, one(parsed, option))
+        claim = volume["persistentVolumeClaim"]["claimName"]
+        assert ray_claims.get(claim) == mount_path, (
+            f"--{option} must be on the volume the Ray pods mount, at their path"
+        )
+    [service] = [d.body["spec"] for d in docs_of("Service") if d.body["metadata"]["name"] == "cafe-service"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items() and spec["selector"]["matchLabels"] == service["selector"]
+    assert [p["targetPort"] for p in service["ports"]] == ["http"]
 
 
 @pytest.mark.slow  # imports accelerate's launcher and cafe's (torch)
