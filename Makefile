@@ -17,6 +17,7 @@ install: $(STAMP)
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 # Debian's chromium for the tests marked `browser` (Playwright drives it; its own browser download,

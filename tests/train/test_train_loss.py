@@ -17,9 +17,7 @@ def test_min_snr_weights_by_prediction_type() -> None:
     # epsilon: min(SNR, 2) / SNR
     torch.testing.assert_close(min_snr_weights_from(snr_b, 2.0, "epsilon"), torch.tensor([1.0, 0.5, 1.0, 2 / 9]))
     # v-prediction: min(SNR, 2) / (SNR + 1)
-    torch.testing.assert_close(
-        min_snr_weights_from(snr_b, 2.0, "v_prediction"), torch.tensor([0.5, 0.4, 0.2, 0.2])
-    )
+    torch.testing.assert_close(min_snr_weights_from(snr_b, 2.0, "v_prediction"), torch.tensor([0.5, 0.4, 0.2, 0.2]))
     with pytest.raises(ValueError, match="prediction_type='sample'"):
         min_snr_weights_from(snr_b, 2.0, "sample")
 

@@ -46,6 +46,7 @@ DEMO_TRAIN_SETS = [
     "keep_checkpoints=1",
 ]
 
+
 def demo_reference(shard_dir: Path, path: Path) -> tuple[Path, str]:
     """The first triple's reference cut-out, written to `path`, and a prompt naming its subject."""
     from cafe_core import TripleReader

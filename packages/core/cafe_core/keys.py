@@ -30,7 +30,5 @@ def make_key(source_id: str, subject_index: int = 0) -> str:
 def check_key(key: object) -> str:
     """Return `key` when it follows the key rule, else raise ValueError naming the rule."""
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
-        raise ValueError(
-            f"key: {key!r} is not 16 lowercase hex characters; build keys with cafe_core.make_key"
-        )
+        raise ValueError(f"key: {key!r} is not 16 lowercase hex characters; build keys with cafe_core.make_key")
     return key

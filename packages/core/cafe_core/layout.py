@@ -1,10 +1,10 @@
 """File names of a shard set, and what state each shard is in.
 
-    {prefix}-{n:06d}.tar             samples (written as a hidden temporary, then renamed)
-    {prefix}-{n:06d}.status.parquet  one row per input
-    {prefix}-{n:06d}.stats.json      counts, md5, per-sample keys and scores; written last = done
-    shardindex.json                  wids index, written when the set is closed
-    dataset.json                     totals and lineage, written when the set is closed
+{prefix}-{n:06d}.tar             samples (written as a hidden temporary, then renamed)
+{prefix}-{n:06d}.status.parquet  one row per input
+{prefix}-{n:06d}.stats.json      counts, md5, per-sample keys and scores; written last = done
+shardindex.json                  wids index, written when the set is closed
+dataset.json                     totals and lineage, written when the set is closed
 """
 
 from __future__ import annotations

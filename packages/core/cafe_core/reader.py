@@ -172,4 +172,3 @@ class TripleReader:
 def read_triples(source: str | Path | Iterable[str | Path], *, on_error: str = "warn") -> Iterator[Triple]:
     """Shorthand for `iter(TripleReader(source, on_error=on_error))`."""
     return iter(TripleReader(source, on_error=on_error))
-

@@ -1,8 +1,8 @@
 """Job settings from YAML files and `--set KEY=VALUE` overrides, shared by every typed job config.
 
-    values = load_yaml("job.yaml")                                   # --config job.yaml
-    values = parse_sets(["gates.min_box_score=0.3", "lr=1e-4"])      # --set ... (values parsed as YAML)
-    check_fields(TrainConfig, values, "training")                    # unknown / missing fields, named
+values = load_yaml("job.yaml")                                   # --config job.yaml
+values = parse_sets(["gates.min_box_score=0.3", "lr=1e-4"])      # --set ... (values parsed as YAML)
+check_fields(TrainConfig, values, "training")                    # unknown / missing fields, named
 """
 
 from __future__ import annotations

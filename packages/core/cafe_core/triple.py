@@ -83,9 +83,7 @@ def _mode_problem(name: str, image: Any, mode: str) -> str | None:
     return None
 
 
-def triple_problems(
-    key: Any, target: Any, reference: Any, mask: Any, prompt: Any, metadata: Any
-) -> list[str]:
+def triple_problems(key: Any, target: Any, reference: Any, mask: Any, prompt: Any, metadata: Any) -> list[str]:
     """Every way these parts break the data contract, each message naming its field."""
     problems = []
     if not isinstance(key, str) or not KEY_PATTERN.match(key):

@@ -165,7 +165,7 @@ def load_ema(path: str | Path) -> dict[str, torch.Tensor] | None:
 def inference_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The weights to generate with from a checkpoint: its EMA when present, else its trainable tensors.
 
-        model.load_trainable_state_dict(inference_weights(latest_checkpoint(run_dir)))
+    model.load_trainable_state_dict(inference_weights(latest_checkpoint(run_dir)))
     """
     path = Path(path)
     ema = load_ema(path)

@@ -1,8 +1,8 @@
 """The diffusion training loss: its target, the subject-mask weighting and min-SNR-gamma timestep weights.
 
-    target = diffusion_target(noise_scheduler, latents, noise, timesteps)
-    weights_b = min_snr_weights(noise_scheduler, timesteps, gamma=5.0)          # or None
-    loss = diffusion_loss(prediction, target, mask, mask_weight=2.0, sample_weights=weights_b)
+target = diffusion_target(noise_scheduler, latents, noise, timesteps)
+weights_b = min_snr_weights(noise_scheduler, timesteps, gamma=5.0)          # or None
+loss = diffusion_loss(prediction, target, mask, mask_weight=2.0, sample_weights=weights_b)
 """
 
 from __future__ import annotations
