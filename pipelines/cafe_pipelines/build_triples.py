@@ -34,7 +34,7 @@ from cafe_pipelines.ray_jobs import (
     plan_partitions,
     stage_threads,
 )
-from cafe_pipelines.sources import InputRef, list_inputs
+from cafe_pipelines.sources import IMAGE_SUFFIXES, InputRef, list_inputs
 from cafe_pipelines.stages.caption import CaptionStage
 from cafe_pipelines.stages.compose import MEMBER_COLUMNS, ComposeStage
 from cafe_pipelines.stages.decode import DecodeStage
@@ -220,10 +220,19 @@ def build_triples(config: BuildConfig, on_progress: Callable[[int, int], None] |
     started = time.monotonic()
     mode = parse_mode(config.mode)
     report = RunReport()
-    inputs = list(list_inputs(config.input))
+    inputs = list(list_inputs(config.input, config.input_roots, config.allow_outside_root))
+    if not inputs:
+        # Refused, not an empty set: an empty listing is a wrong path or a wrong suffix far more often
+        # than a wish, and a set of nothing would pass as built.
+        raise ValueError(
+            f"--input {config.input}: no inputs found (a folder's image files end in "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))}; a manifest needs rows; a tar needs image members); "
+            "nothing was written"
+        )
     report.inputs_listed = len(inputs)
     shard_set = ShardSet(config.output, prefix=config.prefix)
-    first = shard_set.prepare(mode)
+    # Locks the set for this job (another writer is refused, naming it) until release() below.
+    first = shard_set.prepare(mode, job="build-triples")
     if mode is WriteMode.INCREMENTAL:
         done = shard_set.done_input_keys()
         inputs = [ref for ref in inputs if ref.input_key not in done]
@@ -256,4 +265,5 @@ def build_triples(config: BuildConfig, on_progress: Callable[[int, int], None] |
     report.stage_images_per_s = {s: round(sink.busy_rows[s] / sink.busy_s[s], 3) for s in STAGES if sink.busy_s[s] > 0}
     report.wall_s = round(time.monotonic() - started, 3)
     (shard_set.root / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=1))
+    shard_set.release()
     return report

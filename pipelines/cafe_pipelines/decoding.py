@@ -1,7 +1,11 @@
 """Safe image decoding: every way a file can be a bad image ends in a reason code, never a crash.
 
 Refused (status `skipped`, nothing reaches a shard):
-    input.outside_root      a link that resolves outside the input root
+    input.outside_root      a link, a link to a folder, or a manifest path that resolves outside the
+                            input roots (a folder input's root is the folder; a manifest's, its folder
+                            or the roots given with --input-root)
+    input.not_regular_file  a FIFO, socket or device file under an image's name: never opened (opening
+                            a FIFO waits for a writer forever; a device may never end)
     input.missing           the file vanished between listing and reading
     decode.empty            zero bytes
     decode.not_an_image     no image format recognizes the bytes
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -46,16 +52,49 @@ class DecodedImage:
     notes: tuple[str, ...]  # decode.* codes of repairs made
 
 
+def file_kind(mode: int) -> str:
+    """What a file is, by its `st_mode`, in words for a status row ("a FIFO", "a regular file")."""
+    for test, kind in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return f"a special file (mode {mode:o})"
+
+
+def not_regular(path: str, mode: int) -> DecodeRefused:
+    return DecodeRefused(
+        "input.not_regular_file", f"{path} is {file_kind(mode)}, not a regular file; only regular files are read"
+    )
+
+
 def read_input_bytes(path: str, offset: int = 0, size: int = -1) -> bytes:
-    """The input's bytes: a whole file, or `size` bytes at `offset` (a member inside a tar)."""
+    """The input's bytes: a whole file, or `size` bytes at `offset` (a member inside a tar).
+
+    Only a regular file is opened: a FIFO would block `open()` until a writer came (forever, holding
+    the build), a device may never end. The file is checked again after opening, because it may have
+    been replaced since the check (or since listing); O_NONBLOCK keeps that open from waiting.
+    """
     try:
-        with open(path, "rb") as f:
-            if size < 0:
-                return f.read()
-            f.seek(offset)
-            data = f.read(size)
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(path, mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as exc:
         raise DecodeRefused("input.missing", f"{path}: the file is gone") from exc
+    with open(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(path, mode)
+        if size < 0:
+            return f.read()
+        f.seek(offset)
+        data = f.read(size)
     if len(data) != size:
         raise DecodeRefused("decode.truncated", f"{path}: member at {offset} wants {size} bytes, found {len(data)}")
     return data

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cafe_core.apart import check_output_apart
 from cafe_core.layout import check_prefix
 from cafe_core.shardset import WriteMode, parse_mode
 from cafe_pipelines.build_config import MODEL_DTYPES, StageResources, apply_overrides, config_dict
@@ -130,25 +131,7 @@ class ImproveConfig:
             raise ValueError(f"size_px: {self.size_px!r} must be a positive multiple of {SIZE_MULTIPLE_PX}")
         if self.buffer_mb is not None and self.buffer_mb < 1:
             raise ValueError(f"buffer_mb: {self.buffer_mb} must be >= 1 (or unset, to size it from the batches)")
-        check_output_apart(self.output, self.shards)
-
-
-def check_output_apart(output: str | Path, shards: tuple[str, ...]) -> None:
-    """ValueError when the output set is an input set, or lies inside one, or holds one: a round never
-    writes into (nor clears, in overwrite mode) the sets it reads."""
-    out = Path(output).expanduser().resolve()
-    for shard_dir in shards:
-        source = Path(shard_dir).expanduser().resolve()
-        if out == source:
-            raise ValueError(
-                f"output {output}: it is the input set {shard_dir}; a round writes a NEW set (sets are immutable), "
-                "e.g. --output out/round-1"
-            )
-        if source in out.parents or out in source.parents:
-            inner, outer = (output, shard_dir) if source in out.parents else (shard_dir, output)
-            raise ValueError(
-                f"output {output}: {inner} lies inside {outer}; keep the round's output apart from its input sets"
-            )
+        check_output_apart(self.output, self.shards, "input set")
 
 
 def improve_recipe(

@@ -321,6 +321,8 @@ def improve_round(config: ImproveConfig, on_progress: Callable[[int, int], None]
 
     root = Path(config.output)
     shard_set = ShardSet(root, prefix=config.prefix)
+    # Before anything here is removed: another writer is refused (naming it) until release() below.
+    shard_set.lock("improve-round")
     if mode is WriteMode.OVERWRITE:
         _clear_round_files(root)
     first = shard_set.prepare(mode)
@@ -440,4 +442,5 @@ def improve_round(config: ImproveConfig, on_progress: Callable[[int, int], None]
     report.wall_s = round(time.monotonic() - started, 3)
     data = json.dumps(report.to_dict(), indent=1).encode()
     atomic_write(root / REPORT_NAME, data, root / f".{REPORT_NAME}.{os.getpid()}.tmp")
+    shard_set.release()
     return report

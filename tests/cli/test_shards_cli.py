@@ -149,3 +149,20 @@ def test_installed_entry_point_runs(shard_dir: Path) -> None:
     assert "shard" in done.stdout
     bad = subprocess.run([cafe_bin, "shards", "stats", "/no/such/dir"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2
+
+
+def test_validate_reports_a_temporary_flags_file_with_its_path(shard_dir: Path) -> None:
+    from cafe_core.flags import FLAGS_NAME, add_flag
+
+    add_flag(shard_dir, make_triple(0).key, "bad mask")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    temp = shard_dir / f".{FLAGS_NAME}.{int(dead.stdout)}.abcd1234.tmp"  # a flag write killed before its rename
+    temp.write_bytes(b"PAR1 torn")
+    table = cafe("shards", "validate", shard_dir)
+    assert table.exit_code == 1, table.output
+    assert "set.temporary" in table.output and "INVALID" in table.output
+    listed = cafe("shards", "validate", shard_dir, "--json")
+    assert listed.exit_code == 1
+    problems = json.loads(listed.output)["problems"]
+    assert [(p["code"], p["shard"]) for p in problems] == [("set.temporary", temp.name)]
+    assert str(temp) in problems[0]["message"]

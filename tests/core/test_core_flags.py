@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,9 +14,12 @@ import core_shards as cs
 import pyarrow.parquet as pq
 import pytest
 
-from cafe_core import InputStatus, ShardSet, flagged_keys, make_key
+from cafe_core import InputStatus, ShardSet, flagged_keys, flags, make_key
 from cafe_core.flags import FLAGS_NAME, Flag, add_flag, flags_path, read_flags, remove_flag, write_flags
+from cafe_core.layout import FLAGS_LOCK_NAME
+from cafe_core.lock import WriterLock, WriterLockedError
 from cafe_core.stats import shard_set_stats
+from cafe_core.validate import validate_set
 
 KEY_A, KEY_B = make_key("a"), make_key("b")
 
@@ -130,3 +136,46 @@ def test_dataset_json_records_the_set_as_written(flag_set: Path) -> None:
     assert summary["rounds"] == {"0": 6, "1": 4} and "num_flagged" not in summary
     dataset = json.loads((flag_set / "dataset.json").read_text())
     assert "num_flagged" not in dataset
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_a_flag_write_removes_temporaries_of_killed_flag_writes(tmp_path: Path) -> None:
+    add_flag(tmp_path, KEY_A, "first")
+    killed = tmp_path / f".{FLAGS_NAME}.{dead_pid()}.k1ll3d00.tmp"  # a write SIGKILLed before its rename
+    older = tmp_path / f".{FLAGS_NAME}.x7yz0q2w.tmp"  # an older version's name, without a pid
+    for temp in (killed, older):
+        temp.write_bytes(b"PAR1 torn")
+    os.utime(older, (1_000_000_000, 1_000_000_000))
+    add_flag(tmp_path, KEY_B, "second")
+    assert not killed.exists() and not older.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FLAGS_NAME]
+    assert [f.key for f in read_flags(tmp_path)] == [KEY_A, KEY_B]
+
+
+def test_a_flag_write_waits_then_is_refused_naming_the_holder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(flags, "FLAG_LOCK_WAIT_S", 0.3)
+    with WriterLock(tmp_path, "flags", name=FLAGS_LOCK_NAME):  # a stuck flag writer (another fd: a rival)
+        with pytest.raises(WriterLockedError, match=f"is being written by pid {os.getpid()} on host .* \\(flags"):
+            add_flag(tmp_path, KEY_A, "blocked")
+        with pytest.raises(WriterLockedError, match="flags"):
+            write_flags(tmp_path, [])
+    assert not flags_path(tmp_path).exists()
+    add_flag(tmp_path, KEY_A, "after")  # the lock is free again
+    assert flagged_keys(tmp_path) == {KEY_A}
+
+
+def test_validate_reports_a_temporary_flags_file(flag_set: Path) -> None:
+    add_flag(flag_set, keys_of(flag_set)[0], "bad mask")
+    temp = flag_set / f".{FLAGS_NAME}.{dead_pid()}.abcd1234.tmp"
+    temp.write_bytes(b"PAR1 torn")
+    report = validate_set(flag_set)
+    assert not report.ok
+    assert [(p.code, p.shard) for p in report.problems] == [("set.temporary", temp.name)]
+    assert str(temp) in report.problems[0].message and "flag write" in report.problems[0].message
+    add_flag(flag_set, keys_of(flag_set)[1], "bad prompt")  # the next flag write cleans it up
+    assert validate_set(flag_set).ok

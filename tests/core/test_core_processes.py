@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,9 @@ from pathlib import Path
 import core_shards as cs
 import pytest
 
-from cafe_core import ShardSet, TripleReader
+from cafe_core import ShardSet, ShardWriter, TripleReader
+from cafe_core.layout import LOCK_NAME
+from cafe_core.lock import WriterLockedError, pid_alive, read_holder
 from cafe_core.validate import validate_set
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -66,8 +69,8 @@ WORKER_SCRIPT = textwrap.dedent(
     import core_shards as cs
     from cafe_core import ShardWriter
 
-    root, rank, world, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    with ShardWriter(root, first_shard=rank, shard_stride=world, max_samples=5) as writer:
+    root, rank, world, count, token = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    with ShardWriter(root, first_shard=rank, shard_stride=world, max_samples=5, lock_token=token) as writer:
         for i, (status, triples) in enumerate(cs.rich_inputs(count)):
             if i % world == rank:
                 writer.add(status, triples)
@@ -196,10 +199,11 @@ def test_two_processes_fill_one_set(tmp_path):
     root = tmp_path / "set"
     count, world = 40, 2
     path = script(tmp_path, "worker.py", WORKER_SCRIPT)
-    assert ShardSet(root).prepare("overwrite") == 0
+    shard_set = ShardSet(root)  # the driver: holds the set's lock while its workers write, with its token
+    assert shard_set.prepare("overwrite") == 0
     procs = [
         subprocess.Popen(
-            [sys.executable, str(path), str(root), str(rank), str(world), str(count)],
+            [sys.executable, str(path), str(root), str(rank), str(world), str(count), shard_set.lock_token],
             env=child_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -210,7 +214,8 @@ def test_two_processes_fill_one_set(tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    ShardSet(root).close(fsync=False)
+    shard_set.close(fsync=False)
+    shard_set.release()
 
     inputs = cs.rich_inputs(count)
     expected = sorted(t.key for _, triples in inputs for t in triples)
@@ -226,3 +231,105 @@ def test_two_processes_fill_one_set(tmp_path):
     assert report.ok, report.problems
     assert report.num_samples == len(expected)
     assert len(list(TripleReader(root, on_error="raise"))) == len(expected)
+
+
+def start_writer(directory: Path, root: Path, **env: str) -> subprocess.Popen:
+    """The writer script in a child, writing slowly, once it has added its first input (so it holds the set)."""
+    path = script(directory, "write_set.py", WRITE_SCRIPT)
+    args = [sys.executable, str(path), str(root), "overwrite", str(MAX_SAMPLES), str(NUM_INPUTS)]
+    proc = subprocess.Popen(args, env=child_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("added 0"), (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc
+
+
+@pytest.mark.timeout(180)
+def test_a_second_writer_is_refused_naming_the_first_which_finishes_a_valid_set(tmp_path, uninterrupted):
+    root = tmp_path / "set"
+    first = start_writer(tmp_path, root, CAFE_TEST_SLEEP_S="0.05")
+    try:
+        holder = read_holder(root)
+        assert holder is not None and holder.held and holder.pid == first.pid
+        who = f"pid {first.pid} on host {socket.gethostname()}"
+        # Through the Python API, in this process: the whole-set writer, a bare shard writer, a close.
+        with pytest.raises(WriterLockedError, match=who):
+            cs.write_set(root, cs.simple_inputs(3))
+        with pytest.raises(WriterLockedError, match=who):
+            ShardWriter(root)
+        with pytest.raises(WriterLockedError, match=who):
+            ShardSet(root).close(fsync=False)
+        # ... and in another process, as a second job would.
+        second = subprocess.run(
+            [sys.executable, str(script(tmp_path, "write_set.py", WRITE_SCRIPT)), str(root), "overwrite", "7", "5"],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert "WriterLockedError" in second.stderr and who in second.stderr and "wait for it" in second.stderr
+        writing = validate_set(root).codes()  # the open set is reported as being written, not as damaged
+        assert writing.get("set.writing") == 1 and "set.temporary" not in writing
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert out.splitlines()[-1] == "closed"
+    report = validate_set(root)
+    assert report.ok, report.problems
+    assert cs.tar_md5s(root) == cs.tar_md5s(uninterrupted)  # the first writer's set, whole
+    assert not (root / LOCK_NAME).exists()  # released at the end
+
+
+@pytest.mark.timeout(180)
+def test_a_lock_left_by_a_sigkilled_writer_is_taken_by_the_next(tmp_path, uninterrupted, caplog):
+    root = tmp_path / "set"
+    seen = kill_midway(tmp_path, root, "added 30", CAFE_TEST_SLEEP_S="0.02")
+    assert seen
+    stale = read_holder(root)
+    assert stale is not None and not stale.held  # the file is left, the kernel dropped the lock
+    assert stale.job == "shard-writer" and not pid_alive(stale.pid)
+
+    with caplog.at_level("WARNING", logger="cafe_core.lock"):
+        lock = ShardSet(root).lock()
+    assert lock.previous is not None and lock.previous.pid == stale.pid
+    assert f"stale lock of pid {stale.pid}" in caplog.text
+    lock.release()
+
+    run_to_completion(tmp_path, root, "incremental")
+    assert cs.tar_md5s(root) == cs.tar_md5s(uninterrupted)
+    assert validate_set(root).ok
+    assert not (root / LOCK_NAME).exists()
+
+
+WRONG_TOKEN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    from cafe_core import ShardWriter
+    from cafe_core.lock import WriterLockedError
+
+    for token in (None, "not-the-job-token"):
+        try:
+            ShardWriter(sys.argv[1], lock_token=token)
+        except WriterLockedError as exc:
+            print("refused", exc, flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_needs_its_drivers_token(tmp_path):
+    root = tmp_path / "set"
+    with ShardSet(root) as shard_set:
+        shard_set.prepare("overwrite", job="my-job")
+        token = shard_set.lock_token
+        path = script(tmp_path, "wrong_token.py", WRONG_TOKEN_SCRIPT)
+        done = subprocess.run([sys.executable, str(path), str(root)], env=child_env(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        refusals = done.stdout.splitlines()
+        assert len(refusals) == 2
+        assert all(f"pid {os.getpid()}" in line and "my-job" in line for line in refusals)
+    # Released: a worker of a driver that ended is told so, not let in.
+    with pytest.raises(RuntimeError, match="not held"):
+        ShardWriter(root, lock_token=token)

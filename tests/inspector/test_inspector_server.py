@@ -77,3 +77,20 @@ def test_serving_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
         [str(CAFE), "inspect", "serve", str(tmp_path / "nosuch")], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "Error" in done.stderr
+
+
+def test_a_port_in_use_exits_1_naming_the_port_and_the_flag(served: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()  # something else is serving on this port
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(CAFE), "inspect", "serve", str(served), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    message = " ".join(done.stderr.split())
+    assert f"port {port} on 127.0.0.1 is already in use" in message and "--port" in message, message
+    assert "Traceback" not in done.stderr

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -142,3 +143,32 @@ def test_killed_job_rerun_ends_with_the_keys_of_an_uninterrupted_run(local_ray, 
     assert set(status_rows(killed)) == set(status_rows(reference))
     assert shard_md5s(killed) == shard_md5s(reference)  # the same shards, byte for byte
     assert validate_set(killed).ok
+
+
+@pytest.mark.timeout(300)  # a FIFO opened by the decode stage hangs the build forever: fail instead
+def test_a_fifo_and_a_folder_link_out_get_status_rows_and_the_build_ends(local_ray, tmp_path: Path) -> None:
+    write_photos(tmp_path / "in", ("coffee",))
+    os.mkfifo(tmp_path / "in" / "x.jpg")
+    write_photos(tmp_path / "elsewhere", ("rocket",))
+    (tmp_path / "in" / "link-out").symlink_to(tmp_path / "elsewhere")
+    report = build_triples(build_recipe("tiny", input=str(tmp_path / "in"), output=str(tmp_path / "out")))
+    rows = status_rows(tmp_path / "out")
+    assert set(rows) == {"coffee.jpg", "x.jpg", "link-out"}
+    assert (rows["x.jpg"]["status"], rows["x.jpg"]["reason"]) == ("skipped", "input.not_regular_file")
+    assert (rows["link-out"]["status"], rows["link-out"]["reason"]) == ("skipped", "input.outside_root")
+    assert report.skipped == {"input.not_regular_file": 1, "input.outside_root": 1}
+    assert validate_set(tmp_path / "out").ok
+
+
+def test_a_relative_brace_pattern_of_tars_builds(local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photos = write_photos(tmp_path / "imgs", ("coffee", "rocket"))
+    (tmp_path / "data").mkdir()
+    for number, path in enumerate(photos):
+        with tarfile.open(tmp_path / "data" / f"c-{number:05d}.tar", "w") as tar:
+            tar.add(path, arcname="000000000.jpg")
+    monkeypatch.chdir(tmp_path)  # the README's example: `--input 'data/c-{00000..00099}.tar'`
+    report = build_triples(build_recipe("tiny", input="data/c-{00000..00001}.tar", output="out"))
+    rows = status_rows(tmp_path / "out")
+    assert set(rows) == {"c-00000.tar/000000000", "c-00001.tar/000000000"}
+    assert report.inputs_processed == 2 and not report.failed
+    assert all(row["source_uri"].startswith(f"file://{tmp_path}/data/") for row in rows.values())

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from inputs import BAD_INPUTS, REFUSED, write_bad_inputs, write_photos
 
-from cafe_pipelines.decoding import DecodeRefused, decode_image
-from cafe_pipelines.sources import folder_inputs
+from cafe_pipelines.decoding import DecodeRefused, decode_image, read_input_bytes
+from cafe_pipelines.sources import folder_inputs, manifest_inputs
 from cafe_pipelines.stages.decode import DecodeStage
 from cafe_vision.gates import GateConfig
 
 
 def decode_folder(folder: Path, **kwargs) -> dict[str, dict]:
-    refs = list(folder_inputs(folder))
+    return decode_refs(list(folder_inputs(folder)), **kwargs)
+
+
+def decode_refs(refs: list, **kwargs) -> dict[str, dict]:
     columns = {f.name: [getattr(r, f.name) for r in refs] for f in dataclasses.fields(refs[0])}
     batch = DecodeStage(GateConfig(), **kwargs)(columns)
     return {key: {name: batch[name][i] for name in batch} for i, key in enumerate(batch["input_key"])}
@@ -84,3 +89,28 @@ def test_a_file_vanishing_after_listing_is_recorded(tmp_path: Path) -> None:
     batch = DecodeStage(GateConfig())(columns)
     by_key = dict(zip(batch["input_key"], zip(batch["status"], batch["reason"], strict=True), strict=True))
     assert by_key == {"coffee.jpg": ("ok", ""), "rocket.jpg": ("skipped", "input.missing")}
+
+
+@pytest.mark.timeout(60)  # open() on a FIFO waits for a writer forever on code that does not check
+def test_a_file_replaced_by_a_fifo_after_listing_is_refused_not_opened(tmp_path: Path) -> None:
+    write_photos(tmp_path / "in", ("coffee", "rocket"))
+    refs = list(folder_inputs(tmp_path / "in"))
+    assert [r.refused for r in refs] == ["", ""]
+    (tmp_path / "in" / "rocket.jpg").unlink()
+    os.mkfifo(tmp_path / "in" / "rocket.jpg")  # swapped between listing and reading
+    rows = decode_refs(refs)
+    assert (rows["coffee.jpg"]["status"], rows["coffee.jpg"]["reason"]) == ("ok", "")
+    assert (rows["rocket.jpg"]["status"], rows["rocket.jpg"]["reason"]) == ("skipped", "input.not_regular_file")
+    assert "a FIFO, not a regular file" in rows["rocket.jpg"]["error"]
+    with pytest.raises(DecodeRefused) as refused:
+        read_input_bytes(str(tmp_path / "in" / "rocket.jpg"))
+    assert refused.value.reason == "input.not_regular_file"
+
+
+def test_a_device_file_is_refused_not_read(tmp_path: Path) -> None:
+    # /dev/null reads as empty, /dev/zero never ends: neither is an image file.
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "/dev/null"}) + "\n" + json.dumps({"path": "/dev/zero"}))
+    rows = decode_refs(list(manifest_inputs(tmp_path / "m.jsonl", allow_outside_root=True)))
+    for name in ("/dev/null", "/dev/zero"):
+        assert (rows[name]["status"], rows[name]["reason"]) == ("skipped", "input.not_regular_file"), rows[name]
+        assert "a character device" in rows[name]["error"]

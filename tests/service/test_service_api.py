@@ -41,6 +41,16 @@ def http(service: tuple[str, Any]) -> Iterator[httpx.Client]:
         yield connection
 
 
+@pytest.fixture(scope="module")
+def roomy_http(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A service with the default body limit (64 KB), which a body nested 10000 levels deep fits in."""
+    state = tmp_path_factory.mktemp("service-state-roomy")
+    settings = ServiceSettings(db_path=state / "service.db", token=TOKEN, roots=[data_root], slots=1, poll_s=0.1)
+    assert settings.max_body_bytes == 64 * 1024
+    with service_in_thread(settings) as served, client(served[0]) as connection:
+        yield connection
+
+
 def refused(response: httpx.Response, status: int, field: str | None) -> str:
     assert response.status_code == status, response.text
     body = response.json()
@@ -97,7 +107,48 @@ def test_malformed_specs_are_422_naming_the_field(http: httpx.Client, body: dict
 
 def test_a_body_that_is_not_json_is_422(http: httpx.Client) -> None:
     response = http.post("/jobs", content=b"{kind: build-data", headers={"content-type": "application/json"})
-    assert "not valid JSON" in refused(response, 422, None)
+    assert "not valid JSON" in refused(response, 422, "body")
+    as_text = http.post("/jobs", content=b"{}", headers={"content-type": "text/plain"})
+    assert "application/json" in refused(as_text, 422, "content-type")
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/schedules"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 10000 + b"]" * 10000,
+        b'{"kind": "build-data", "input": "photos", "output": "out/deep", "preset": "tiny", "overrides": '
+        + b'{"a":' * 10000
+        + b"1"
+        + b"}" * 10001,
+    ],
+    ids=["lists", "overrides"],
+)
+def test_a_body_nested_10000_levels_deep_is_422(roomy_http: httpx.Client, path: str, body: bytes) -> None:
+    assert len(body) < 64 * 1024  # within the size limit: refused for its depth
+    response = roomy_http.post(path, content=body, headers={"content-type": "application/json"})
+    assert "nested more than 32 levels" in refused(response, 422, "body")
+
+
+def test_nesting_up_to_the_limit_is_read_and_brackets_in_strings_do_not_count(http: httpx.Client) -> None:
+    deep = {"kind": "build-data", "input": "photos", "output": "out/deep", "preset": "tiny"}
+    nested: dict = {"x": 1}
+    for _ in range(30):  # 31 levels of overrides, 32 with the spec itself
+        nested = {"a": nested}
+    body = {**deep, "overrides": {**nested, "caption": "[[[[{{{{" * 20}}
+    checked = http.post("/jobs", params={"dry_run": "true"}, json=body)
+    assert checked.status_code == 200, checked.text
+    assert f"--set={'a.' * 30}x=1" in "=".join(checked.json()["command"])
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/schedules"])
+def test_a_body_with_invalid_utf8_is_422(http: httpx.Client, path: str) -> None:
+    body = (
+        b'{"kind": "build-data", "input": "photos-\xff\xfe", "output": "out/x", "preset": "tiny", "cron": "0 * * * *"}'
+    )
+    response = http.post(path, content=body, headers={"content-type": "application/json"})
+    message = refused(response, 422, "body")
+    assert "not UTF-8" in message and "0xff" in message
 
 
 def test_overrides_of_the_specs_own_fields_or_odd_values_are_refused(http: httpx.Client) -> None:
@@ -192,6 +243,39 @@ def test_unknown_jobs_are_404_and_bad_ids_422(http: httpx.Client) -> None:
     refused(http.get("/jobs/abc"), 422, "job_id")
     refused(http.get("/jobs", params={"state": "sleeping"}), 422, "state.0")
     refused(http.get("/jobs", params={"limit": 0}), 422, "limit")
+
+
+ID_ROUTES = [
+    ("GET", "/jobs/{id}", "job_id"),
+    ("POST", "/jobs/{id}/cancel", "job_id"),
+    ("GET", "/jobs/{id}/logs", "job_id"),
+    ("GET", "/jobs/{id}/artifacts", "job_id"),
+    ("GET", "/schedules/{id}", "schedule_id"),
+    ("DELETE", "/schedules/{id}", "schedule_id"),
+    ("GET", "/jobs?schedule_id={id}", "schedule_id"),
+]
+
+
+@pytest.mark.parametrize("job_id", [2**63, 2**64, -1, 0, -(2**63) - 1])
+@pytest.mark.parametrize(("method", "route", "field"), ID_ROUTES)
+def test_ids_outside_sqlite_integers_are_422_not_500(
+    http: httpx.Client, method: str, route: str, field: str, job_id: int
+) -> None:
+    """Ids go to SQLite, whose integers stop at 2^63-1: a larger one was an OverflowError and a 500."""
+    message = refused(http.request(method, route.format(id=job_id)), 422, field)
+    assert f"{job_id}" in message and "whole numbers from 1 to 9223372036854775807" in message
+
+
+@pytest.mark.parametrize("route", ["/jobs/{id}", "/jobs/{id}/logs", "/schedules/{id}"])
+def test_the_largest_id_is_a_plain_404(http: httpx.Client, route: str) -> None:
+    refused(http.get(route.format(id=2**63 - 1)), 404, "id")
+    assert http.get("/jobs", params={"schedule_id": 2**63 - 1}).json()["total"] == 0
+
+
+@pytest.mark.parametrize("offset", [2**63, 2**64])
+def test_offsets_outside_sqlite_integers_are_422(http: httpx.Client, offset: int) -> None:
+    refused(http.get("/jobs", params={"offset": offset}), 422, "offset")
+    refused(http.get("/jobs/1/logs", params={"offset": offset}), 422, "offset")
 
 
 # 50 at once, one slot

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-# Exit codes: 0 fine, 1 problems found (validation, corrupt data), 2 usage error (bad arguments).
+# Exit codes: 0 fine, 1 problems found (validation, corrupt data, a server's port in use),
+# 2 usage error (bad arguments).
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 

@@ -37,14 +37,38 @@ def build(
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="KEY=VALUE override, e.g. gates.min_box_score=0.3 (repeatable)")
     ] = None,
+    input_roots: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--input-root",
+            help="a folder a manifest's paths (and tar shards) must resolve inside (repeatable); "
+            "default: the manifest's own folder",
+        ),
+    ] = None,
+    allow_outside_root: Annotated[
+        bool,
+        typer.Option("--allow-outside-root", help="read a manifest's paths wherever they lead (a manifest you trust)"),
+    ] = False,
 ) -> None:
-    """Caption, ground, segment, gate and compose (reference, prompt, target) triples into shards."""
+    """Caption, ground, segment, gate and compose (reference, prompt, target) triples into shards.
+
+    A manifest's paths must stay inside its folder, or inside the --input-root folders; a path outside
+    is recorded as `input.outside_root` and never read, unless --allow-outside-root. The output may
+    not be, lie inside or hold the input. An input that lists nothing is refused (exit 2).
+    """
     from cafe_core.settings import load_yaml, parse_sets
     from cafe_pipelines.build_config import apply_overrides, build_recipe
     from cafe_pipelines.build_triples import build_triples
 
     try:
-        job = build_recipe(preset, input=input, output=str(output), mode=mode)
+        job = build_recipe(
+            preset,
+            input=input,
+            output=str(output),
+            mode=mode,
+            input_roots=tuple(str(root) for root in input_roots or ()),
+            allow_outside_root=allow_outside_root,
+        )
         if config is not None:
             job = apply_overrides(job, load_yaml(config))
         job = apply_overrides(job, parse_sets(sets or []))

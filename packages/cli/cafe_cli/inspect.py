@@ -4,7 +4,8 @@
     cafe inspect serve /data/sets --port 9000 --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
 
 The web stack (cafe_inspector, fastapi, uvicorn) is imported inside the command, so the rest
-of `cafe` starts without it.
+of `cafe` starts without it. Exit codes: 2 a usage error (a missing folder, --host beyond loopback
+without --token); 1 the port is in use (the message names it; pick another with --port).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from typing import Annotated
 import typer
 
 from cafe_cli.console import fail, out
+from cafe_cli.listen import listen, run_server
 
 app = typer.Typer(help="The shard browser: look through triples, filter them, flag bad samples.", no_args_is_help=True)
 
 TOKEN_ENV = "CAFE_INSPECTOR_TOKEN"
+# A flag request is under 1 KB (a set name, a key, a reason of at most 500 characters).
+DEFAULT_MAX_BODY_KB = 16
 
 
 def _is_loopback(host: str) -> bool:
@@ -43,6 +47,9 @@ def serve(
         str | None,
         typer.Option(envvar=TOKEN_ENV, help=f"require this token on every request but /health (or set {TOKEN_ENV})"),
     ] = None,
+    max_body_kb: Annotated[
+        int, typer.Option(min=1, help="larger request bodies are refused (413) before they are read")
+    ] = DEFAULT_MAX_BODY_KB,
 ) -> None:
     """Serve the shard browser for the sets under ROOT. Shards are only read; flags go to SET/flags.parquet."""
     loopback = _is_loopback(host)
@@ -53,15 +60,14 @@ def serve(
         )
     if token is not None and len(token) < 8:
         fail("--token: use at least 8 characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`")
-    import uvicorn
-
+    sock = listen(host, port, what="`cafe inspect serve`")
     from cafe_inspector import create_app
 
     allowed_hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if loopback else None
-    app_ = create_app(root, token=token, allowed_hosts=allowed_hosts)
+    app_ = create_app(root, token=token, allowed_hosts=allowed_hosts, max_body_bytes=max_body_kb * 1024)
     shown_host = "127.0.0.1" if loopback else host
     url = f"http://{shown_host}:{port}/" + ("?token=…" if token else "")
     out.print(f"shard browser for {root} on [bold]{url}[/] (Ctrl-C stops it)")
     if token:
         out.print(f"open {url.replace('…', 'TOKEN')} once with the token; the page keeps it in a cookie")
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    run_server(app_, sock, what="the shard browser")

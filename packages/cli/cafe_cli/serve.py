@@ -5,6 +5,8 @@
 
 Jobs are `cafe` commands run detached through Ray (a local Ray, or RAY_ADDRESS's cluster); stopping
 the service leaves them running and a restart adopts them. The web stack is imported inside the command.
+Exit codes: 2 a usage error (no token, a --root that is not a folder); 1 the port is in use (the message
+names it; pick another with --port) or the service failed to start.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated
 import typer
 
 from cafe_cli.console import fail, out
+from cafe_cli.listen import listen, run_server
 
 TOKEN_ENV = "CAFE_SERVICE_TOKEN"
 DEFAULT_PORT = 8780
@@ -51,8 +54,6 @@ def serve(
             f"--token: the service needs a bearer token; pass --token TOKEN or set {TOKEN_ENV} "
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
         )
-    import uvicorn
-
     from cafe_service import ServiceSettings, create_app
 
     try:
@@ -69,6 +70,8 @@ def serve(
         )
     except ValueError as exc:
         fail(str(exc))
+    # Bound before the app opens its database, so a port in use leaves nothing behind.
+    sock = listen(host, port, what="`cafe serve`")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app_ = create_app(settings)
     shown_host = f"[{host}]" if ":" in host else host
@@ -77,4 +80,4 @@ def serve(
     out.print(f"database {settings.db_path}, job folders {settings.jobs_dir}, {slots} slots, jobs on {where}")
     out.print("data roots: " + ", ".join(str(root) for root in settings.roots))
     # A follower of a long job's log must not hold Ctrl-C up: open streams get 5 s, then the server stops.
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    run_server(app_, sock, what="the training service", timeout_graceful_shutdown=5)

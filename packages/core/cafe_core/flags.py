@@ -8,14 +8,16 @@ samples out of its rounds and distributions; the training loader must drop
 `flagged_keys(root)` from what it yields.
 
 The file is rewritten whole on each change, through a temporary file renamed over it, so a
-reader sees the old flags or the new ones, never a torn file. Writers in several processes
-(the shard browser, a script) take an exclusive lock on the set's folder first, so one
-writer's read-modify-write cannot drop another's flag.
+reader sees the old flags or the new ones, never a torn file. Every write (the shard browser, a
+script) holds the set's flag lock (`.flags.lock`, a `cafe_core.lock.WriterLock`) from its read to
+its rename, so one writer's read-modify-write cannot drop another's flag; a writer waits up to
+FLAG_LOCK_WAIT_S for the lock, then is refused with a message naming the holder. Under the lock
+it removes the temporaries of flag writes that were killed (`.flags.parquet.{pid}.{random}.tmp`).
 """
 
 from __future__ import annotations
 
-import fcntl
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,8 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cafe_core.keys import check_key
+from cafe_core.layout import FLAGS_LOCK_NAME, FLAGS_NAME, SetLayout
+from cafe_core.lock import WriterLock, is_stale_temp
 
-FLAGS_NAME = "flags.parquet"
+log = logging.getLogger(__name__)
+
+# A flag write takes milliseconds; one that holds the lock this long is stuck, and its holder is named.
+FLAG_LOCK_WAIT_S = 30.0
 MAX_REASON_CHARS = 500
 FLAGS_SCHEMA = pa.schema(
     [
@@ -110,21 +117,33 @@ def flagged_keys(root: str | Path) -> set[str]:
 
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
-    # flock on the folder itself: no lock file to leave behind in the set.
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with WriterLock(root, "flags", name=FLAGS_LOCK_NAME, wait_s=FLAG_LOCK_WAIT_S) as lock:
+        # Every flag temporary is made under this lock, so one that is here now is a killed write's.
+        for temp, pid in SetLayout(root).flags_temp_files():
+            if is_stale_temp(temp, pid, lock):
+                log.info("removing %s, left by a flag write that did not finish", temp)
+                temp.unlink(missing_ok=True)
         yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
-def write_flags(root: str | Path, flags: Sequence[Flag]) -> Path:
-    """Replace the set's flags file with `flags` (one row per key), atomically."""
-    root = Path(root)
+def _check_unique(flags: Sequence[Flag]) -> None:
     keys = [f.key for f in flags]
     if len(set(keys)) != len(keys):
         raise ValueError("write_flags: a key appears twice; keep one flag per key")
+
+
+def write_flags(root: str | Path, flags: Sequence[Flag]) -> Path:
+    """Replace the set's flags file with `flags` (one row per key), atomically, under the flag lock."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such set folder to store flags in")
+    with _locked(root):
+        return _write_flags(root, flags)
+
+
+def _write_flags(root: Path, flags: Sequence[Flag]) -> Path:
+    _check_unique(flags)
+    keys = [f.key for f in flags]
     table = pa.table(
         {
             "key": keys,
@@ -134,9 +153,9 @@ def write_flags(root: str | Path, flags: Sequence[Flag]) -> Path:
         schema=FLAGS_SCHEMA,
     )
     path = flags_path(root)
-    # A unique hidden temporary in the same folder, so the rename is atomic and two threads of
-    # one process never share a temporary name.
-    fd, temp_name = tempfile.mkstemp(dir=root, prefix=f".{FLAGS_NAME}.", suffix=".tmp")
+    # A unique hidden temporary in the same folder, so the rename is atomic; the pid in its name
+    # tells a later writer whether the process that made it still runs.
+    fd, temp_name = tempfile.mkstemp(dir=root, prefix=f".{FLAGS_NAME}.{os.getpid()}.", suffix=".tmp")
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -158,7 +177,7 @@ def add_flag(root: str | Path, key: str, reason: str, *, flagged_at: datetime | 
     flag = Flag(key, reason, (flagged_at or datetime.now(UTC)).replace(microsecond=0))  # as stored
     with _locked(root):
         kept = [f for f in read_flags(root) if f.key != key]
-        write_flags(root, [*kept, flag])
+        _write_flags(root, [*kept, flag])
     return flag
 
 
@@ -173,5 +192,5 @@ def remove_flag(root: str | Path, key: str) -> bool:
         kept = [f for f in flags if f.key != key]
         if len(kept) == len(flags):
             return False
-        write_flags(root, kept)
+        _write_flags(root, kept)
     return True

@@ -5,6 +5,9 @@
 {prefix}-{n:06d}.stats.json      counts, md5, per-sample keys and scores; written last = done
 shardindex.json                  wids index, written when the set is closed
 dataset.json                     totals and lineage, written when the set is closed
+flags.parquet                    samples flagged as bad, beside the set (cafe_core.flags)
+.writer.lock                     held by the one writer of the set while it writes (cafe_core.lock)
+.flags.lock                      held for each flag write
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ from typing import Any
 
 INDEX_NAME = "shardindex.json"
 DATASET_NAME = "dataset.json"
+FLAGS_NAME = "flags.parquet"
+# Hidden, like the temporaries: the one writer of a set or run holds it (cafe_core.lock); flag writes
+# take their own, so flagging a set never waits for, or blocks, a job writing it.
+LOCK_NAME = ".writer.lock"
+FLAGS_LOCK_NAME = ".flags.lock"
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$")
 _SHARD_FILE = re.compile(r"^(?P<prefix>.+)-(?P<num>\d{6,})\.(?P<kind>tar|status\.parquet|stats\.json)$")
 # Temporary files are hidden (leading dot) so no glob for `*.tar` ever picks one up.
 _TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")
+# Flag temporaries: `.flags.parquet.{pid}.{random}.tmp` (older versions wrote `.flags.parquet.{random}.tmp`).
+_FLAGS_TEMP_FILE = re.compile(r"^\.flags\.parquet\.(?:(?P<pid>\d+)\.)?[^.]+\.tmp$")
+_ANY_TEMP_FILE = re.compile(r"^\..+\.tmp$")
 
 
 def check_prefix(prefix: str) -> str:
@@ -94,6 +105,30 @@ class SetLayout:
             for p in self.root.iterdir()
             if (m := _TEMP_FILE.match(p.name)) and (m["name"].startswith(f"{self.prefix}-") or m["name"] in ours)
         )
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_NAME
+
+    def flags_temp_files(self) -> list[tuple[Path, int | None]]:
+        """Temporaries of flag writes, with the pid in each name (None in the old names without one)."""
+        if not self.root.is_dir():
+            return []
+        found = [(p, m["pid"]) for p in self.root.iterdir() if (m := _FLAGS_TEMP_FILE.match(p.name))]
+        return sorted((p, int(pid) if pid else None) for p, pid in found)
+
+    def stray_temp_files(self) -> list[Path]:
+        """Every other hidden `*.tmp` in the folder: temporaries of another prefix or another tool."""
+        if not self.root.is_dir():
+            return []
+        known = set(self.temp_files()) | {p for p, _ in self.flags_temp_files()}
+        return sorted(p for p in self.root.iterdir() if _ANY_TEMP_FILE.match(p.name) and p not in known)
+
+    @staticmethod
+    def temp_pid(path: Path) -> int | None:
+        """The pid in a temporary's name (`.NAME.PID.tmp`), None when it has none."""
+        match = _TEMP_FILE.match(path.name)
+        return int(path.name.rsplit(".", 2)[1]) if match else None
 
     def read_stats(self, number: int) -> dict[str, Any]:
         return json.loads(self.stats_path(number).read_text())

@@ -1,12 +1,17 @@
-"""`ShardSet`: a shard-set folder as a whole: preparing it for a write mode, and closing it.
+"""`ShardSet`: a shard-set folder as a whole: its writer lock, preparing it for a write mode, and closing it.
 
     set = ShardSet("out/triples")
-    with set.writer(mode="incremental") as w:     # one process: prepare, write, close
+    with set.writer(mode="incremental") as w:     # one process: lock, prepare, write, close, unlock
         w.add(InputStatus.ok("img/0001.jpg"), [triple])
 
-Several processes: call `prepare(mode)` once, give process r of W a
-`ShardWriter(root, first_shard=start + r, shard_stride=W, skip_done=...)`, and call `close()`
-once after all of them are done.
+One writer per set: `prepare` (or `lock`) takes the set's lock (`.writer.lock`, see cafe_core.lock),
+and any other writer, in this process or another, is refused with WriterLockedError naming the
+holder. The lock stays held until `release()` (or the end of `with ShardSet(...)`, or the object's
+or the process's end), so a job keeps it while it writes its reports beside the closed set.
+
+Several processes: the driver calls `prepare(mode)` once and keeps the ShardSet, gives process r
+of W a `ShardWriter(root, first_shard=start + r, shard_stride=W, skip_done=..., lock_token=
+set.lock_token)`, and calls `close()` once after all of them are done, then `release()`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from cafe_core.index import build_index, write_index
 from cafe_core.layout import SetLayout, atomic_write
+from cafe_core.lock import WriterLock, is_stale_temp
 from cafe_core.stats import set_stats
 from cafe_core.status import read_status_tables
 from cafe_core.writer import ShardWriter
@@ -47,21 +53,50 @@ def parse_mode(mode: str | WriteMode) -> WriteMode:
 class ShardSet:
     def __init__(self, root: str | Path, prefix: str = "shard") -> None:
         self.layout = SetLayout(Path(root), prefix)
+        self._lock: WriterLock | None = None
 
     @property
     def root(self) -> Path:
         return self.layout.root
 
-    def prepare(self, mode: str | WriteMode) -> int:
-        """Make the folder ready for writers in `mode`; returns the first shard number to write.
+    def lock(self, job: str = "shard-writer") -> WriterLock:
+        """Take the set's writer lock for `job` (named to writers it refuses), unless this object holds it.
+
+        Raises WriterLockedError naming the holder when another writer has it. Held until `release`.
+        """
+        if self._lock is None:
+            self._lock = WriterLock(self.root, job).acquire()
+        return self._lock
+
+    @property
+    def lock_token(self) -> str:
+        """The held lock's token: what `ShardWriter(lock_token=...)` in this job's other processes passes."""
+        if self._lock is None:
+            raise RuntimeError(f"{self.root}: the set is not locked by this ShardSet; call prepare() or lock() first")
+        return self._lock.token
+
+    def release(self) -> None:
+        """Let other writers at the set again (a no-op when this object holds no lock)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def __enter__(self) -> ShardSet:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def prepare(self, mode: str | WriteMode, job: str = "shard-writer") -> int:
+        """Lock the set (see `lock`) and make it ready for writers in `mode`; returns the first shard number.
 
         Call once, before any writer starts. Every mode removes the set-level index and
         dataset.json (they describe a closed set, and this one is open again) and orphaned
-        temporary files.
+        temporary files (every temporary here now is a dead writer's: writers make them under the lock).
         """
         mode = parse_mode(mode)
         layout = self.layout
-        layout.root.mkdir(parents=True, exist_ok=True)
+        lock = self.lock(job)  # first: what follows reads and removes files only the set's writer may
         unfinished = sorted(set(layout.existing_numbers()) - set(layout.done_numbers()))
         if mode is WriteMode.EXTEND and unfinished:  # refuse before touching anything
             names = ", ".join(layout.shard_name(n) for n in unfinished[:5])
@@ -72,6 +107,10 @@ class ShardSet:
         for path in layout.temp_files():
             log.info("removing orphaned temporary file %s", path)
             path.unlink(missing_ok=True)
+        for path in layout.stray_temp_files():  # a job's other files (its report), written the same way
+            if path.is_file() and is_stale_temp(path, layout.temp_pid(path), lock):
+                log.info("removing orphaned temporary file %s", path)
+                path.unlink(missing_ok=True)
         layout.index_path.unlink(missing_ok=True)
         layout.dataset_path.unlink(missing_ok=True)
         if mode is WriteMode.OVERWRITE:
@@ -97,6 +136,7 @@ class ShardSet:
         `lineage` records what made the set (input sets, checkpoints, the job's config).
         """
         layout = self.layout
+        self.lock()  # a no-op for the job that prepared the set; anyone else must hold the set too
         pid = os.getpid()
         for path in layout.temp_files():
             path.unlink(missing_ok=True)
@@ -131,19 +171,24 @@ class ShardSet:
         lineage: Mapping[str, Any] | None = None,
         **writer_options: Any,
     ) -> Iterator[ShardWriter]:
-        """Prepare, yield one writer, then close the set (one process writing the whole set).
+        """Lock and prepare, yield one writer, then close the set and unlock it (one process writing it all).
 
         On an error the shard being filled is dropped and the set is left open (no index), so
-        `incremental` can finish it.
+        `incremental` can finish it; the lock is released either way (unless it was held before).
         """
         mode = parse_mode(mode)
-        first = self.prepare(mode)
-        with ShardWriter(
-            self.root,
-            prefix=self.layout.prefix,
-            first_shard=first,
-            skip_done=mode is WriteMode.INCREMENTAL,
-            **writer_options,
-        ) as writer:
-            yield writer
-        self.close(lineage, fsync=writer.fsync)
+        took_lock = self._lock is None
+        try:
+            first = self.prepare(mode)
+            with ShardWriter(
+                self.root,
+                prefix=self.layout.prefix,
+                first_shard=first,
+                skip_done=mode is WriteMode.INCREMENTAL,
+                **writer_options,
+            ) as writer:
+                yield writer
+            self.close(lineage, fsync=writer.fsync)
+        finally:
+            if took_lock:
+                self.release()

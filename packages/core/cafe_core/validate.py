@@ -20,7 +20,8 @@ from typing import Any
 from PIL import Image
 
 from cafe_core.index import read_index
-from cafe_core.layout import SetLayout, detect_layout
+from cafe_core.layout import FLAGS_LOCK_NAME, SetLayout, detect_layout
+from cafe_core.lock import read_holder
 from cafe_core.reader import group_samples
 from cafe_core.status import read_status_tables
 from cafe_core.tario import HashingReader, TarCorruptError, iter_tar_members
@@ -149,8 +150,23 @@ def _check_status(name: str, status_path: Path, keys: list[str]) -> list[Problem
 def _set_level_problems(layout: SetLayout) -> tuple[list[Problem], dict[str, dict[str, Any]]]:
     """Problems of the folder as a whole, and the index entries by url (empty if no index)."""
     problems = []
-    for path in layout.temp_files():
-        problems.append(Problem("set.temporary", path.name, "temporary file left by an interrupted writer"))
+    writer = read_holder(layout.root)
+    if writer is not None and writer.held:
+        # Its temporaries and unfinished shards are work in progress, not leftovers.
+        message = f"being written now by {writer.describe()}; validate it when that job is done"
+        problems.append(Problem("set.writing", layout.root.name, message))
+    else:
+        for path in layout.temp_files():
+            message = f"temporary file left by an interrupted writer: {path} (the set's next writer removes it)"
+            problems.append(Problem("set.temporary", path.name, message))
+    flagger = read_holder(layout.root, FLAGS_LOCK_NAME)
+    if flagger is None or not flagger.held:
+        for path, _ in layout.flags_temp_files():
+            message = f"temporary flags file left by an interrupted flag write: {path} (the next flag write removes it)"
+            problems.append(Problem("set.temporary", path.name, message))
+    for path in layout.stray_temp_files():
+        message = f"temporary file left by an interrupted writer: {path} (the set's next writer removes it)"
+        problems.append(Problem("set.temporary", path.name, message))
     done = set(layout.done_numbers())
     for number in sorted(set(layout.existing_numbers()) - done):
         message = "no stats.json: its writer did not finish"

@@ -12,6 +12,11 @@ an input never straddles two shards, and a shard commits in this order:
 A process killed at any point leaves at most hidden temporaries and a shard without stats.json;
 `incremental` mode treats both as unfinished and redoes them, skipping inputs already in done
 shards, so a rerun ends with exactly the shards of an uninterrupted run.
+
+One writer per set (cafe_core.lock): a writer works under the set's lock. In the process that
+holds it (`ShardSet.prepare` / `ShardSet.writer`) it just writes; in another process of the same
+job it shows the job's token (`lock_token=shard_set.lock_token`); with neither, it takes the lock
+itself for its life. Any other writer is refused with WriterLockedError naming the holder.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 from cafe_core.keys import check_key
 from cafe_core.layout import SetLayout, atomic_write
+from cafe_core.lock import WriterLock, WriterLockedError, check_token, read_holder, refusal
 from cafe_core.status import InputStatus, read_status_tables, write_status_table
 from cafe_core.tario import TarStreamWriter
 from cafe_core.triple import MEMBERS, METADATA, Triple, TripleError
@@ -117,6 +123,8 @@ class ShardWriter:
         already recorded in done shards are ignored by `add` (it returns False).
     fsync: flush each file to disk before renaming it in, so a power cut cannot leave a
         final name over missing data.
+    lock_token: the token of the lock this job's driver holds on the set (`ShardSet.lock_token`),
+        for a writer in another process of the job; see the module doc.
     """
 
     def __init__(
@@ -131,6 +139,7 @@ class ShardWriter:
         max_inputs: int | None = None,
         skip_done: bool = False,
         fsync: bool = True,
+        lock_token: str | None = None,
     ) -> None:
         if first_shard < 0 or shard_stride < 1:
             raise ValueError(f"first_shard must be >= 0 and shard_stride >= 1, got {first_shard}, {shard_stride}")
@@ -138,6 +147,7 @@ class ShardWriter:
             raise ValueError(f"max_samples and max_bytes must be >= 1, got {max_samples}, {max_bytes}")
         self.layout = SetLayout(Path(root), prefix)
         self.layout.root.mkdir(parents=True, exist_ok=True)
+        self._lock = self._check_lock(lock_token)
         self.max_samples = max_samples
         self.max_bytes = max_bytes
         self.max_inputs = max_inputs if max_inputs is not None else 10 * max_samples
@@ -158,6 +168,24 @@ class ShardWriter:
             self._done_inputs = set(table.column("input_key").to_pylist())
         self._shard: _OpenShard | None = None
         self.written: list[dict[str, Any]] = []  # stats of the shards this writer committed
+
+    def _check_lock(self, token: str | None) -> WriterLock | None:
+        """The lock this writer took for itself, or None when its job holds the set's lock."""
+        root = self.layout.root
+        if token is not None:
+            check_token(root, token)
+            return None
+        holder = read_holder(root)
+        if holder is not None and holder.held:
+            if holder.is_this_process():
+                return None
+            raise WriterLockedError(refusal(root, holder))
+        return WriterLock(root, "shard-writer").acquire()
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     # -- adding -------------------------------------------------------------------------------
 
@@ -285,7 +313,10 @@ class ShardWriter:
 
     def close(self) -> list[dict[str, Any]]:
         """Commit the shard being filled; returns the stats of every shard this writer wrote."""
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._release_lock()
         return self.written
 
     def __enter__(self) -> ShardWriter:
@@ -297,4 +328,7 @@ class ShardWriter:
         else:
             # An error mid-input may leave the caller's state unknown: drop the open shard
             # rather than commit it; an incremental rerun redoes exactly those inputs.
-            self._abandon()
+            try:
+                self._abandon()
+            finally:
+                self._release_lock()

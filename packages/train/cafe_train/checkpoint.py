@@ -14,15 +14,19 @@ Which weights to sample with: the EMA when the checkpoint has one, else the trai
 `inference_weights(path)` picks them, for `model.load_trainable_state_dict`. (The trainable tensors
 are what the optimizer state belongs to: a resume continues from them and restores the EMA beside them.)
 
-A checkpoint is written into a hidden temporary folder and renamed into place, so a folder named
-`step-*` is always complete; `latest_checkpoint` ignores anything else.
+A checkpoint is written into a hidden temporary folder (`.step-NNNNNN.PID.tmp`) and renamed into
+place, so a folder named `step-*` is always complete; `latest_checkpoint` ignores anything else.
+Each save first removes the temporaries of saves that were killed: those whose pid runs no more
+on this host, or that are older than the run's lock (`stale_before`; only the lock's holder saves).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +36,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cafe_core.lock import pid_alive
+
 # The layout's names live with the code that reads checkpoints for generation (cafe_model sits below).
 from cafe_model.trained import CHECKPOINTS_DIR, EMA_NAME, STEP_PATTERN, TRAINABLE_NAME
+
+log = logging.getLogger(__name__)
+
+# `.step-NNNNNN.PID.tmp` (a save) and `.step-NNNNNN.restore-PID.tmp` (launch_ray restoring Ray's copy).
+_TEMP_PATTERN = re.compile(r"^\.step-\d+\.(?:restore-)?(?P<pid>\d+)\.tmp$")
 
 
 @dataclass
@@ -102,12 +113,15 @@ def save_checkpoint(
     keep: int = 3,
     grad_scaler: torch.amp.GradScaler | None = None,
     ema: dict[str, torch.Tensor] | None = None,
+    stale_before: float | None = None,
 ) -> Path:
     """Write `step-{state.step:06d}` atomically, then delete all but the newest `keep` checkpoints.
 
-    `ema`: the EMA of the trainable tensors (`ParameterEMA.state_dict()`), written as ema.safetensors."""
+    `ema`: the EMA of the trainable tensors (`ParameterEMA.state_dict()`), written as ema.safetensors.
+    `stale_before`: when the caller took the run's lock (`time.time()`); temporaries older are dead."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(root, stale_before)
     final = root / f"step-{state.step:06d}"
     temp = root / f".{final.name}.{os.getpid()}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
@@ -127,6 +141,29 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_stale_temps(root: Path, stale_before: float | None = None) -> list[Path]:
+    """Remove the temporary folders under `root` (RUN/checkpoints) that no live save will finish.
+
+    Dead: made by this process (which saves one checkpoint at a time), by a pid that no longer runs
+    here, or, with `stale_before`, last changed before it. A live process's newer one is kept.
+    """
+    removed = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        match = _TEMP_PATTERN.match(path.name)
+        if match is None:
+            continue
+        pid = int(match["pid"])
+        try:
+            old = stale_before is not None and path.lstat().st_mtime < stale_before
+        except FileNotFoundError:
+            continue
+        if pid == os.getpid() or not pid_alive(pid) or old:
+            log.info("removing %s, left by a checkpoint save that did not finish", path)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _to_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ trainable ones: `model.load_trainable_state_dict(cafe_train.checkpoint.inference
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from accelerate.utils import gather_object
 from diffusers import DDPMScheduler
 from torch.optim.lr_scheduler import LambdaLR
 
+from cafe_core.lock import WriterLock
 from cafe_model.load import load_model
 from cafe_train.checkpoint import (
     TrainingState,
@@ -109,7 +111,18 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
     `on_checkpoint(step, path, metrics)` runs on every rank after each checkpoint step, once all ranks are
     there: `path` is the checkpoint folder on the main process and None on the others, `metrics` holds
     the step's `loss`. Launchers use it to report checkpoints (Ray Train's `ray.train.report` must be
-    called by every worker)."""
+    called by every worker).
+
+    One trainer per run folder: the main process (rank 0) holds RUN's lock (cafe_core.lock) for the whole
+    run, so a second trainer into the same RUN is refused with WriterLockedError naming this one, before it
+    loads a model or writes a file."""
+    if os.environ.get("RANK", "0") != "0":  # a launched rank > 0: rank 0 holds the run's lock
+        return _train(config, on_checkpoint, None)
+    with WriterLock(config.output_dir, "training") as run_lock:
+        return _train(config, on_checkpoint, run_lock)
+
+
+def _train(config: TrainConfig, on_checkpoint: CheckpointHook | None, run_lock: WriterLock | None) -> TrainResult:
     num_samples = check_shards(config.shards)
     # accelerate keeps its precision and accumulation settings in process-wide singletons that refuse
     # a change: a second run in this process (a test, the training service) starts from a clean state.
@@ -182,6 +195,7 @@ def train(config: TrainConfig, *, on_checkpoint: CheckpointHook | None = None) -
             keep=config.keep_checkpoints,
             grad_scaler=accelerator.scaler,
             ema=ema.state_dict() if ema is not None else None,
+            stale_before=run_lock.acquired_at if run_lock is not None else None,  # older temporaries are dead
         )
 
     def batches():

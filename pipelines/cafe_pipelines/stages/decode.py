@@ -36,7 +36,8 @@ class DecodeStage:
     def _decode_one(self, batch: Batch, i: int) -> None:
         refused = batch["refused"][i]
         if refused:
-            refuse(batch, i, "skipped", refused, f"{batch['path'][i]} resolves outside {batch['root'][i]}")
+            detail = str(batch["detail"][i]) if "detail" in batch else ""  # why listing refused it
+            refuse(batch, i, "skipped", refused, detail or f"{batch['path'][i]} resolves outside {batch['root'][i]}")
             return
         path, root = str(batch["path"][i]), str(batch["root"][i])
         # Re-check at read time: a link may have been swapped since listing.

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from cafe_inspector.catalog import Catalog
 from cafe_inspector.errors import InspectorError
 from cafe_inspector.filters import SampleFilter
-from cafe_inspector.guard import Guard
+from cafe_inspector.guard import DEFAULT_MAX_BODY_BYTES, Guard
 from cafe_inspector.sample_set import SampleSet
 
 STATIC = Path(__file__).parent / "static"
@@ -70,12 +70,20 @@ def sample_filter(
 Filter = Annotated[SampleFilter, Depends(sample_filter)]
 
 
-def create_app(root: str | Path, *, token: str | None = None, allowed_hosts: Sequence[str] | None = None) -> Guard:
+def create_app(
+    root: str | Path,
+    *,
+    token: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Guard:
     """The ASGI app serving the sets under `root`.
 
     token: when given, every request but /health must carry it (see cafe_inspector.guard).
     allowed_hosts: Host header names answered (None: any); `cafe inspect serve` passes the
         loopback names when it binds a loopback address.
+    max_body_bytes: request bodies over this are refused with 413 before they are read whole
+        (`cafe inspect serve --max-body-kb`; a flag request is under 1 KB).
     Returns the FastAPI app wrapped in the guard; `.app` of the result is the FastAPI app.
     """
     catalog = Catalog(root)
@@ -156,4 +164,4 @@ def create_app(root: str | Path, *, token: str | None = None, allowed_hosts: Seq
     def remove_flag(set_id: SetId, key: str) -> dict[str, Any]:
         return {"set": set_id, "key": key, "removed": catalog.get(set_id).unflag(key)}
 
-    return Guard(api, token=token, allowed_hosts=allowed_hosts)
+    return Guard(api, token=token, allowed_hosts=allowed_hosts, max_body_bytes=max_body_bytes)

@@ -1,4 +1,4 @@
-"""The browser's front door: an optional token, the Host header, and the origin of writes.
+"""The browser's front door: an optional token, the Host header, the origin of writes, and body sizes.
 
 - Token: when one is set, every request but `GET /health` must carry it, as
   `Authorization: Bearer TOKEN`, an `X-Cafe-Token` header, `?token=TOKEN`, or the cookie
@@ -8,6 +8,11 @@
   page elsewhere cannot reach it through DNS rebinding.
 - Origin: a flag change (POST, DELETE) sent by a page of another origin is refused, so a
   site open in the same browser cannot flag samples.
+- Size: a request body over `max_body_bytes` is refused with 413, by its Content-Length when it
+  has one, else as soon as the bytes received pass the limit; the rest is never read.
+
+The size limit is the training service's idea (`cafe_service.guard`), kept apart: services do not
+import each other.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from starlette.exceptions import HTTPException
+
 COOKIE = "cafe_inspector_token"
 OPEN_PATHS = ("/health",)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+# A flag request is under 1 KB (a set name, a key, a reason of at most 500 characters).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024
+MIN_MAX_BODY_BYTES = 1024
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,17 +51,46 @@ def _cookies(header: str) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
-class Guard:
-    """ASGI middleware; `token=None` turns the token check off, `allowed_hosts=None` the Host check."""
+def too_large_message(limit: int) -> str:
+    return (
+        f"the request body is larger than {limit} bytes, the limit of this shard browser "
+        "(`cafe inspect serve --max-body-kb`)"
+    )
 
-    def __init__(self, app: ASGIApp, *, token: str | None, allowed_hosts: Sequence[str] | None) -> None:
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` when a body without Content-Length passes the limit. An HTTPException, so
+    FastAPI's body parsing lets it through (other errors there become 400) and answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, too_large_message(limit))
+
+
+class Guard:
+    """ASGI middleware; `token=None` turns the token check off, `allowed_hosts=None` the Host check.
+
+    max_body_bytes: larger request bodies are refused with 413 (at least 1024)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        allowed_hosts: Sequence[str] | None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
         if token is not None and len(token) < 8:
             raise ValueError(
                 "token: use at least 8 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
             )
+        if max_body_bytes < MIN_MAX_BODY_BYTES:
+            raise ValueError(
+                f"max_body_bytes: {max_body_bytes} must be >= {MIN_MAX_BODY_BYTES} (`--max-body-kb 1` or more)"
+            )
         self.app = app
         self.token = token
         self.allowed_hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +110,7 @@ class Guard:
                 await _answer(send, 403, f"writes from origin {origin!r} are refused; use the page served here")
                 return
         if self.token is None or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
+            await self._within_size(scope, receive, send, headers)
             return
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         from_query = next((v for k, v in query if k == "token"), None)
@@ -105,7 +144,31 @@ class Guard:
                 extra=[(b"location", ("/?" + rest if rest else "/").encode()), (b"set-cookie", cookie.encode())],
             )
             return
-        await self.app(scope, receive, send)
+        await self._within_size(scope, receive, send, headers)
+
+    async def _within_size(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """The app, if the body fits: refused at once by its Content-Length, else counted as it arrives."""
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await _answer(send, 400, f"Content-Length {declared!r} is not a number")
+                return
+            if int(declared) > self.max_body_bytes:
+                await _answer(send, 413, too_large_message(self.max_body_bytes))
+                return
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def _answer(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -20,8 +20,10 @@
 | `DELETE /schedules/{id}`   | remove it (its jobs stay)                                              |
 
 Every error is `{"error": MESSAGE, "field": FIELD}` (validation adds `problems`, one per problem):
-401 no or wrong token, 403 a path outside the data roots, 404 no such job, 409 cancelling an ended
-job, 413 a body over the limit, 422 a malformed spec (unknown kind, missing field, wrong type, `..`).
+401 no or wrong token, 403 a path outside the data roots, 404 no such job or schedule, 409 cancelling
+an ended job, 413 a body over the limit, 422 a malformed spec (unknown kind, missing field, wrong type,
+`..`), a body that is not UTF-8 JSON or is nested more than 32 levels (`body`), or an id or offset that
+is not a whole number from 1 (0 for offsets) to 2^63-1, the most SQLite stores (`job_id`, `schedule_id`).
 """
 
 from __future__ import annotations
@@ -32,25 +34,35 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathPart
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cafe_service.artifacts import list_artifacts
-from cafe_service.errors import NotFound, ServiceError, validation_body
+from cafe_service.body import json_body
+from cafe_service.errors import MAX_ID, NotFound, ServiceError, validation_body
 from cafe_service.guard import Guard
 from cafe_service.logs import follow_log
 from cafe_service.runner import JobLauncher
 from cafe_service.schedules import ScheduleRequest
 from cafe_service.service import Service
 from cafe_service.settings import ServiceSettings
-from cafe_service.specs import KINDS, JobSpec, parse_spec
+from cafe_service.specs import JOB_SPEC, KINDS, SpecBase, parse_spec
 from cafe_service.store import ACTIVE, STATES, TERMINAL, Job
 from cafe_service.wrapper import LOG_NAME
 
 MAX_PAGE = 500
 LOG_POLL_S = 0.25
+# Ids and offsets go to SQLite (and seek), whose integers are signed 64-bit: a larger one would be an
+# OverflowError (500), so the path and query types stop it (422 naming the argument).
+JobId = Annotated[int, PathPart(ge=1, le=MAX_ID, description="a job id, as `GET /jobs` lists them")]
+ScheduleId = Annotated[int, PathPart(ge=1, le=MAX_ID, description="a schedule id, as `GET /schedules` lists them")]
+RowOffset = Annotated[int, Query(ge=0, le=MAX_ID)]
+SpecBody = Annotated[SpecBase, Depends(json_body(JOB_SPEC))]
+ScheduleBody = Annotated[ScheduleRequest, Depends(json_body(TypeAdapter(ScheduleRequest)))]
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 assert set(State.__args__) == set(STATES)  # type: ignore[attr-defined]
 
@@ -102,7 +114,7 @@ def create_app(
         return {"status": "ok"}
 
     @api.post("/jobs", status_code=201)
-    def submit(spec: Annotated[JobSpec, Body()], dry_run: bool = False) -> Any:
+    def submit(spec: SpecBody, dry_run: bool = False) -> Any:
         if dry_run:  # checked and turned into its command, not queued
             kind, checked, command_for = service.make_job(spec)
             job_dir = settings.jobs_dir / "ID"
@@ -113,19 +125,19 @@ def create_app(
     def jobs(
         state: Annotated[list[State], Query()] = [],  # noqa: B006 - FastAPI reads the default, never mutates it
         kind: Annotated[Literal[KINDS] | None, Query()] = None,  # type: ignore[valid-type]
-        schedule_id: int | None = None,
+        schedule_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: RowOffset = 0,
     ) -> dict[str, Any]:
         found, total = store.list_jobs(states=state, kind=kind, schedule_id=schedule_id, limit=limit, offset=offset)
         return {"jobs": [job.to_json() for job in found], "total": total, "limit": limit, "offset": offset}
 
     @api.get("/jobs/{job_id}")
-    def job(job_id: int) -> dict[str, Any]:
+    def job(job_id: JobId) -> dict[str, Any]:
         return job_or_404(job_id).to_json()
 
     @api.get("/jobs/{job_id}/logs")
-    def logs(job_id: int, follow: bool = True, offset: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    def logs(job_id: JobId, follow: bool = True, offset: RowOffset = 0) -> StreamingResponse:
         found = job_or_404(job_id)
 
         def ended() -> bool:
@@ -142,18 +154,18 @@ def create_app(
         return StreamingResponse(stream, media_type="text/plain; charset=utf-8", headers={"x-job-state": found.state})
 
     @api.post("/jobs/{job_id}/cancel", status_code=202)
-    def cancel(job_id: int) -> dict[str, Any]:
+    def cancel(job_id: JobId) -> dict[str, Any]:
         return service.cancel(job_id).to_json()
 
     @api.get("/jobs/{job_id}/artifacts")
-    def artifacts(job_id: int) -> dict[str, Any]:
+    def artifacts(job_id: JobId) -> dict[str, Any]:
         found = job_or_404(job_id)
         output = parse_spec(found.spec).output_path()
         listing = list_artifacts(output) if output is not None else {"root": None, "files": []}
         return {"job": job_id, "state": found.state, **listing}
 
     @api.post("/schedules", status_code=201)
-    def add_schedule(request: ScheduleRequest) -> dict[str, Any]:
+    def add_schedule(request: ScheduleBody) -> dict[str, Any]:
         return service.add_schedule(request).to_json()
 
     @api.get("/schedules")
@@ -166,14 +178,14 @@ def create_app(
         }
 
     @api.get("/schedules/{schedule_id}")
-    def schedule(schedule_id: int, runs: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20) -> dict[str, Any]:
+    def schedule(schedule_id: ScheduleId, runs: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20) -> dict[str, Any]:
         found = store.get_schedule(schedule_id)
         if found is None:
             raise NotFound(f"no schedule {schedule_id}; `GET /schedules` lists them")
         return {**found.to_json(), "runs": [r.to_json() for r in store.schedule_runs(schedule_id, limit=runs)]}
 
     @api.delete("/schedules/{schedule_id}")
-    def remove_schedule(schedule_id: int) -> dict[str, Any]:
+    def remove_schedule(schedule_id: ScheduleId) -> dict[str, Any]:
         if not store.remove_schedule(schedule_id):
             raise NotFound(f"no schedule {schedule_id}; `GET /schedules` lists them")
         return {"id": schedule_id, "removed": True}

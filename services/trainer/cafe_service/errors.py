@@ -48,9 +48,20 @@ class Conflict(ServiceError):
         super().__init__(409, error, field)
 
 
+# Ids are SQLite rowids: 1 up to the largest signed 64-bit integer. Where each kind of id is listed.
+MAX_ID = 2**63 - 1
+ID_FIELDS = {"job_id": ("job", "GET /jobs"), "schedule_id": ("schedule", "GET /schedules")}
+
+
 def _describe(error: dict[str, Any], field: str | None, kinds: tuple[str, ...]) -> str:
     kind = error["type"]
     allowed = ", ".join(kinds)
+    if field in ID_FIELDS:
+        what, listing = ID_FIELDS[field]
+        return (
+            f"{field}: {error.get('input')!r} is not a {what} id; "
+            f"ids are whole numbers from 1 to {MAX_ID} (`{listing}` lists them)"
+        )
     if kind == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag", error.get("input"))
         return f"kind: {tag!r} is not a job kind; use one of {allowed}"

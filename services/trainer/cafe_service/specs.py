@@ -132,9 +132,14 @@ class SpecBase(BaseModel):
 
 
 class BuildDataSpec(SpecBase):
-    """`cafe data build`: raw images (a folder, a manifest, shards) to a triple shard set."""
+    """`cafe data build`: raw images (a folder, a manifest, shards) to a triple shard set.
+
+    The command gets the data roots as `--input-root`, so every path inside a manifest (and every tar of
+    a pattern) is held to them too (a path outside is the input's `input.outside_root` status row, never
+    read); `--allow-outside-root` is never passed, and overrides cannot set either."""
 
     RESERVED: ClassVar[tuple[str, ...]] = ("input", "output", "preset", "mode")
+    ROOT_SETTINGS: ClassVar[tuple[str, ...]] = ("input_roots", "allow_outside_root")
 
     kind: Literal["build-data"]
     input: PathText
@@ -142,21 +147,35 @@ class BuildDataSpec(SpecBase):
     preset: Name
     mode: Literal["incremental", "overwrite", "extend"] = "incremental"
     overrides: Overrides = Field(default_factory=dict)
+    # The guard's roots, set by `checked` (a private attribute: never in the spec's JSON, never from a client).
+    _input_roots: tuple[str, ...] = ()
 
     def checked(self, guard: PathGuard) -> Self:
+        for name in self.ROOT_SETTINGS:
+            if name in self.overrides:
+                where = f"overrides.{name}"
+                raise BadValue(
+                    f"{where}: the service holds every input to its data roots ({guard.describe_roots()}); "
+                    "put the manifest's images inside them",
+                    where,
+                )
         overrides = self._overrides(guard)
-        return self.model_copy(
+        copy = self.model_copy(
             update={
                 "input": str(guard.check("input", self.input)),
                 "output": str(guard.check("output", self.output)),
                 "overrides": overrides,
             }
         )
+        copy._input_roots = tuple(str(root) for root in guard.roots)
+        return copy
 
     def cafe_args(self, job_dir: Path) -> list[str]:
+        roots = [arg for root in self._input_roots for arg in ("--input-root", root)]
         return [
             *("data", "build", "--input", self.input, "--output", self.output),
             *("--preset", self.preset, "--mode", self.mode),
+            *roots,
             *set_args(self.overrides),
         ]
 
