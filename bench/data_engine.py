@@ -86,6 +86,7 @@ import transformers
 from PIL import Image
 
 from cafe_core import EncodedSample, InputStatus, ShardSet
+from cafe_core.local_ray import prepare_local_ray
 from cafe_core.settings import parse_sets
 from cafe_pipelines.build_config import BuildConfig, apply_overrides, build_recipe
 from cafe_pipelines.build_triples import RunReport, build_triples
@@ -334,7 +335,7 @@ class PipelineRun:
 def start_ray(num_cpus: int, num_gpus: int = 0, runtime_env: dict[str, Any] | None = None) -> None:
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray needs no token
+    prepare_local_ray()
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,

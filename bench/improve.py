@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -43,6 +42,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from cafe_core.local_ray import prepare_local_ray
 
 if TYPE_CHECKING:  # imported where used: the module loads without torch
     from cafe_pipelines.improve_config import ImproveConfig
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="cafe-bench-improve-"))
     try:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        prepare_local_ray()
         import ray
         from improve_helpers import train_tiny
 

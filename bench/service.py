@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "service"))
 from service_helpers import TOKEN, client, service_in_thread  # noqa: E402
 
+from cafe_core.local_ray import prepare_local_ray  # noqa: E402
 from cafe_service import ServiceSettings  # noqa: E402
 from cafe_service.store import FAILED, SUCCEEDED, JobStore  # noqa: E402
 
@@ -133,8 +134,8 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=3.0, help="seconds per requests/s figure")
     options = parser.parse_args()
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.pop("RAY_ADDRESS", None)
+    prepare_local_ray()
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

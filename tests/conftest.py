@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cafe_core.local_ray import prepare_local_ray
+
 
 @pytest.fixture(scope="session")
 def local_ray():
     """One local Ray with 2 CPUs for the whole session (starting one costs seconds)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    prepare_local_ray()  # as cafe starts its own: 127.0.0.1 only, token on
     import ray
 
     if not ray.is_initialized():

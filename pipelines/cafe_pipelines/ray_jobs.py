@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from cafe_core import ShardSet
+from cafe_core.local_ray import prepare_local_ray
 from cafe_pipelines.build_config import StageResources
 
 Item = TypeVar("Item")
@@ -23,7 +24,7 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
+    prepare_local_ray()  # 127.0.0.1 only, token on (cafe_core.local_ray)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
 

@@ -91,6 +91,16 @@ def test_loop_bad_settings_exit_2(real_set: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "loop").exists()
 
 
+def test_loop_output_apart_from_its_real_sets_exit_2(tmp_path: Path) -> None:
+    real = write_shard_set(tmp_path / "real", range(2))
+    before = sorted(p.name for p in real.iterdir())
+    for output, says in ((real / "loop", "lies inside the shard set"), (real, "it is the shard set")):
+        result = cafe("loop", "run", "--set", f"output={output}", "--set", f"shards=[{real}]", "--set", "preset=tiny")
+        assert result.exit_code == 2, result.output
+        assert says in result.output and str(real) in result.output
+    assert sorted(p.name for p in real.iterdir()) == before  # nothing written into the set
+
+
 @pytest.mark.slow
 def test_loop_round_0_only_trains_and_reports(real_set: Path, tmp_path: Path) -> None:
     config = tmp_path / "loop.yaml"

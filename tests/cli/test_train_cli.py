@@ -6,6 +6,7 @@ The model cache is private to the session (CAFE_MODEL_CACHE), so ~/.cache is nev
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,11 @@ import pytest
 import torch
 from factories import make_triple
 from PIL import Image
-from train.train_helpers import write_shard_set
+from train.train_helpers import corrupt_member, write_shard_set
 from typer.testing import CliRunner
 
 from cafe_cli.main import app
+from cafe_core.flags import add_flag
 
 runner = CliRunner()
 TINY_TRAINING = [
@@ -132,6 +134,82 @@ def test_train_run_bad_shards_exit_2(tmp_path: Path, corrupt_set: Path) -> None:
     assert broken.exit_code == 2 and "fails validation" in broken.output and "cafe shards validate" in broken.output
     unnamed = cafe("train", "run", "--output", tmp_path / "run")
     assert unnamed.exit_code == 2 and "--shards" in unnamed.output
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_run_names_and_counts_what_it_skips(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One shard read in order: a sample that does not decode, a flagged one, a good one; one step of one."""
+    root = write_shard_set(tmp_path / "set", range(3), max_samples=3)
+    keys = [make_triple(i).key for i in range(3)]
+    corrupt_member(root, "shard-000000.tar", keys[0])
+    add_flag(root, keys[1], "wrong subject")
+    run_dir = tmp_path / "run"
+    one_step = ["max_steps=1", "batch_size=1", "shuffle_buffer=0", "num_workers=0", "resolution_px=32"]
+    with caplog.at_level(logging.WARNING, logger="cafe_train.loader"):
+        result = cafe(
+            "train", "run", "--shards", root, "--output", run_dir, *(a for v in one_step for a in ("--set", v))
+        )
+    assert result.exit_code == 0, result.output
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cafe_train.loader"]
+    assert len(warnings) == 1 and keys[0] in warnings[0] and str(root / "shard-000000.tar") in warnings[0]
+    [record] = read_metrics(run_dir)
+    assert (record["skipped_samples"], record["flagged_samples"]) == (1, 1)
+    assert "skipped 1 unreadable sample read(s)" in result.output and "cafe shards validate" in result.output
+    assert "passed over 1 flagged or excluded sample read(s)" in result.output
+
+
+def test_train_run_refuses_a_set_missing_a_status_table(tmp_path: Path) -> None:
+    root = write_shard_set(tmp_path / "set", range(4))
+    (root / "shard-000001.status.parquet").unlink()  # `cafe shards validate --fast` does not notice
+    result = cafe("train", "run", "--shards", root, "--output", tmp_path / "run", *TINY_TRAINING)
+    assert result.exit_code == 2, result.output
+    assert "shard-000001.status.parquet is missing" in result.output and f"cafe shards validate {root}" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_run_into_a_file_exits_2_before_anything_starts(tmp_path: Path, shard_set: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a run\n")
+    for output in (notes, notes / "run"):
+        result = cafe("train", "run", "--shards", shard_set, "--output", output, *TINY_TRAINING)
+        assert result.exit_code == 2, result.output
+        assert "is a file, not a folder" in result.output
+        assert "random" not in result.output  # refused before the preset's warning, let alone its models
+    assert sorted(tmp_path.iterdir()) == [notes] and notes.read_text() == "not a run\n"  # no lock, no run folder
+
+
+def test_train_output_apart_from_its_shard_sets_exit_2(tmp_path: Path) -> None:
+    root = write_shard_set(tmp_path / "parent" / "set", range(2))
+    before = sorted(p.name for p in root.iterdir())
+    cases = [
+        (["train", "run", "--output", root / "run"], "lies inside the shard set"),
+        (["train", "run", "--output", root.parent], "holds the shard set"),
+        (["train", "launch", "--backend", "accelerate", "--num-workers", 1, "--output", root], "it is the shard set"),
+    ]
+    for args, says in cases:
+        result = cafe(*args, "--shards", root, *TINY_TRAINING)
+        assert result.exit_code == 2, result.output
+        assert says in result.output
+    assert sorted(p.name for p in root.iterdir()) == before
+    assert sorted(p.name for p in root.parent.iterdir()) == ["set"]
+
+
+def test_train_run_resumed_reports_the_steps_it_ran(tmp_path: Path, shard_set: Path) -> None:
+    """A run killed after logging step 3 but before its checkpoint resumes at step 2: the summary is 3..5."""
+    run_dir = tmp_path / "run"
+    common = ["train", "run", "--shards", shard_set, "--output", run_dir, *TINY_TRAINING, "--set", "checkpoint_every=2"]
+    first = cafe(*common)
+    assert first.exit_code == 0, first.output
+    shutil.rmtree(run_dir / "checkpoints" / "step-000003")  # as if killed while saving it
+    resumed = cafe(*common, "--set", "max_steps=5")
+    assert resumed.exit_code == 0, resumed.output
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]  # step 3 logged again, by the resumed run
+    assert "3..5" in resumed.output and "1..5" not in resumed.output
+    assert f"{records[2]['loss']:.4f}" in resumed.output  # the first loss is the resumed run's step 3
 
 
 def test_train_launch_argument_errors_exit_2(tmp_path: Path, shard_set: Path) -> None:

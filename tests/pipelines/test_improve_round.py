@@ -306,7 +306,7 @@ def test_killed_round_rerun_ends_with_the_shards_of_an_uninterrupted_run(round_o
         "--set",
         f"num_steps={NUM_STEPS}",
     ]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = dict(os.environ)
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     process = subprocess.Popen(command, env=env, start_new_session=True, **quiet)
     deadline = time.monotonic() + 240

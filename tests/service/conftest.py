@@ -22,7 +22,6 @@ def service_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     cache = tmp_path_factory.mktemp("service-models")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CAFE_MODEL_CACHE", str(cache))
-        patch.setenv("RAY_AUTH_MODE", "disabled")
         patch.delenv("RAY_ADDRESS", raising=False)
         patch.delenv("CAFE_SERVICE_TOKEN", raising=False)
         patch.delenv("CAFE_SERVICE_URL", raising=False)

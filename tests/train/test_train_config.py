@@ -107,3 +107,31 @@ def test_folder_that_is_not_a_shard_set_is_named(tmp_path: Path) -> None:
 def test_malformed_excluded_key_is_refused(four_triples: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not-a-key"):
         config([four_triples], tmp_path, excluded_keys=["not-a-key"])
+
+
+def test_a_set_missing_a_status_table_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Fast validation trusts the index and the stats files; training checks every file of each shard."""
+    root = write_shard_set(tmp_path / "set", range(4))
+    (root / "shard-000001.status.parquet").unlink()
+    with pytest.raises(ValueError, match=r"shard-000001\.status\.parquet is missing.*cafe shards validate"):
+        check_shards([root])
+
+
+def test_a_run_folder_that_is_a_file_is_refused(four_triples: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a run\n")
+    with pytest.raises(ValueError, match=r"output_dir '.*notes\.txt': it is a file, not a folder"):
+        TrainConfig(shards=[four_triples], output_dir=notes, preset="tiny")
+    with pytest.raises(ValueError, match=r"output_dir '.*notes\.txt/run': its parent .*notes\.txt is a file"):
+        TrainConfig(shards=[four_triples], output_dir=notes / "run", preset="tiny")
+
+
+@pytest.mark.parametrize(
+    ("output", "says"), [(".", "it is the shard set"), ("run", "lies inside the shard set"), ("..", "holds")]
+)
+def test_a_run_folder_apart_from_its_shard_sets(tmp_path: Path, output: str, says: str) -> None:
+    from cafe_core.apart import OutputInsideInput
+
+    root = write_shard_set(tmp_path / "parent" / "set", range(2))
+    with pytest.raises(OutputInsideInput, match=says):
+        TrainConfig(shards=[root], output_dir=root / output, preset="tiny")

@@ -1,7 +1,9 @@
-"""The shard-to-batch loader: shapes and dtypes, flagged and excluded keys, determinism, augmentation."""
+"""The shard-to-batch loader: shapes and dtypes, flagged and excluded keys, corrupt samples named and counted,
+determinism, augmentation."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,29 @@ def test_flagged_and_excluded_keys_never_reach_a_batch(tmp_path: Path, encoders)
     loader = loader_for([root], tmp_path, encoders, 60, excluded_keys=[keys[5]])
     seen = {key for batch in loader for key in batch["keys"]}
     assert seen == {keys[1], keys[2], keys[4]}
+
+
+def test_a_corrupt_sample_is_named_and_counted_with_the_flagged_ones(
+    bad_and_flagged: tuple[Path, list[str]], tmp_path: Path, encoders, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, keys = bad_and_flagged
+    loader = loader_for([root], tmp_path, encoders, 4, batch_size=1, shuffle_buffer=0)
+    with caplog.at_level(logging.WARNING, logger="cafe_train.loader"):
+        batches = list(loader)
+    # Every read of the shard passes over the corrupt sample and the flagged one before the good one.
+    assert [b["keys"] for b in batches] == [[keys[2]]] * 4
+    assert [(b["num_skipped"], b["num_flagged"]) for b in batches] == [(1, 1)] * 4
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cafe_train.loader"]
+    assert len(warnings) == 1, warnings  # once per shard and key, not once per read
+    assert keys[0] in warnings[0] and str(root / "shard-000000.tar") in warnings[0]
+    assert "target.jpg does not decode" in warnings[0]
+
+
+@pytest.mark.slow
+def test_counts_cross_dataloader_workers(bad_and_flagged: tuple[Path, list[str]], tmp_path: Path, encoders) -> None:
+    root, _ = bad_and_flagged
+    loader = loader_for([root], tmp_path, encoders, 4, batch_size=1, shuffle_buffer=0, num_workers=2)
+    assert [(b["num_skipped"], b["num_flagged"]) for b in loader] == [(1, 1)] * 4
 
 
 def test_same_seed_same_batches_and_resume_position(four_triples: Path, tmp_path: Path, encoders) -> None:

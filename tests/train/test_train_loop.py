@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
-from train_helpers import tiny_config
+from train_helpers import read_events, scalars_by_tag, tiny_config
 
 from cafe_model.load import load_model
 from cafe_train import list_checkpoints, train
@@ -119,10 +119,27 @@ def test_metrics_are_logged_per_step(tmp_path: Path, four_triples: Path, model_c
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     for record in records:
-        assert set(record) == {"step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait_share"}
+        assert set(record) == {
+            *("step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait_share"),
+            *("skipped_samples", "flagged_samples"),
+        }
         assert 0.0 <= record["data_wait_share"] <= 1.0 and record["samples_per_s"] > 0
     assert [r["loss"] for r in records] == pytest.approx(result.losses)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-000002", "step-000003"]
+
+
+def test_skipped_and_flagged_samples_are_counted_in_metrics_and_result(
+    tmp_path: Path, bad_and_flagged: tuple[Path, list[str]], model_cache: Path
+) -> None:
+    """Each step reads the shard from its start: one corrupt sample skipped, one flagged passed over."""
+    root, _ = bad_and_flagged
+    config = tiny_config(root, tmp_path / "run", model_cache, max_steps=3, batch_size=1, shuffle_buffer=0)
+    result = train(config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["skipped_samples"], r["flagged_samples"]) for r in records] == [(1, 1)] * 3
+    assert (result.num_skipped, result.num_flagged) == (3, 3)
+    tensorboard = scalars_by_tag(read_events(tmp_path / "run" / "tensorboard"))
+    assert tensorboard["skipped_samples"] == [(1, 1.0), (2, 1.0), (3, 1.0)]
 
 
 @pytest.mark.slow

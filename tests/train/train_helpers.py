@@ -1,4 +1,5 @@
-"""Helpers for the training tests: tiny real shard sets, a small fast TrainConfig, a TensorBoard event reader."""
+"""Helpers for the training tests: tiny real shard sets (one with a corrupt sample), a small fast TrainConfig,
+a TensorBoard event reader."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.record_writer import masked_crc32c
 
 from cafe_core import ShardSet
+from cafe_core.index import build_index, write_index
+from cafe_core.layout import detect_layout
+from cafe_core.tario import iter_tar_entries
 from cafe_train import TrainConfig
 
 
@@ -20,6 +24,20 @@ def write_shard_set(root: Path, indices: range, *, max_samples: int = 2) -> Path
             triple = make_triple(index)
             writer.add(ok_input(triple), [triple])
     return root
+
+
+def corrupt_member(root: Path, shard: str, key: str, member: str = "target.jpg") -> None:
+    """Overwrite `KEY.member` in `root/shard` with garbage of the same length, then re-index the set from its
+    files: the tar still parses and fast validation passes, but that sample no longer decodes (a sample that
+    went bad before its set was indexed)."""
+    tar = root / shard
+    with open(tar, "r+b") as stream:
+        entries = {name: (offset, size) for name, offset, size in iter_tar_entries(stream)}
+        offset, size = entries[f"{key}.{member}"]
+        stream.seek(offset)
+        stream.write(b"\xff" * size)
+    layout = detect_layout(root)
+    write_index(layout, build_index(layout, from_files=True), pid=0, fsync=False)
 
 
 def tiny_config(shards: Path, run_dir: Path, model_cache: Path, **overrides) -> TrainConfig:

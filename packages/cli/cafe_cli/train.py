@@ -6,12 +6,15 @@
 Settings: the YAML file, then --shards/--output/--preset, then --set overrides (any TrainConfig field, e.g.
 `--set max_steps=200 --set batch_size=8`). `run` trains in this process; `launch` starts N workers
 (accelerate processes or a Ray Train job) that train the same config. A RUN folder that already holds a
-checkpoint is resumed. Exit 2 for a bad setting or a shard set that is missing or fails validation.
+checkpoint is resumed, and the summary reports the steps this call ran. Exit 2 for a bad setting, a shard
+set that is missing, fails validation or lacks a file of a shard, or a RUN that is a file or is, lies inside
+or holds one of the shard sets; all checked before any model loads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -89,24 +92,38 @@ def build_config(
 
 
 class MetricsFollower:
-    """The records a run appends to RUN/metrics.jsonl from now on (lines already there are past runs')."""
+    """The records a run logs to RUN/metrics.jsonl from now on, for steps after `after_step`.
 
-    def __init__(self, path: Path) -> None:
+    Lines already there are past runs'. A resume replaces the file (trimmed to its checkpoint's step, see
+    `cafe_train.metrics_log`), so a file with another inode or a shorter one is read from the start, and
+    only records past `after_step` (the step the run resumes from) count as this run's."""
+
+    def __init__(self, path: Path, after_step: int = 0) -> None:
         self.path = path
-        self.offset = path.stat().st_size if path.is_file() else 0
+        self.after_step = after_step
+        self.inode, self.offset = self._identity()
         self.partial = b""
+
+    def _identity(self) -> tuple[int | None, int]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None, 0
+        return stat.st_ino, stat.st_size
 
     def read_new(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        if self.path.stat().st_size < self.offset:  # replaced, not appended to: read it from the start
-            self.offset, self.partial = 0, b""
         with open(self.path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            if stat.st_ino != self.inode or stat.st_size < self.offset:  # replaced: read it from the start
+                self.inode, self.offset, self.partial = stat.st_ino, 0, b""
             file.seek(self.offset)
             chunk = file.read()
         self.offset += len(chunk)
         *lines, self.partial = (self.partial + chunk).split(b"\n")  # a line being written stays for next time
-        return [json.loads(line) for line in lines if line.strip()]
+        records = [json.loads(line) for line in lines if line.strip()]
+        return [r for r in records if r.get("step", 0) > self.after_step]
 
 
 def _starting_step(run_dir: Path) -> int:
@@ -124,9 +141,9 @@ def follow_training(config: TrainConfig, work: Callable[[], Any]) -> tuple[Any, 
     """
     from cafe_train.loop import METRICS_NAME
 
-    follower = MetricsFollower(config.output_dir / METRICS_NAME)
-    records: list[dict[str, Any]] = []
     start_step = _starting_step(config.output_dir)
+    follower = MetricsFollower(config.output_dir / METRICS_NAME, after_step=start_step)
+    records: list[dict[str, Any]] = []
     stop = threading.Event()
     with progress() as bar:
         resumed = f" (resuming at step {start_step})" if start_step else ""
@@ -170,26 +187,40 @@ def _warn_if_random(preset_name: str) -> None:
 def print_summary(
     config: TrainConfig, records: list[dict[str, Any]], wall_s: float, checkpoint: Path | None, title: str
 ) -> None:
-    """Steps, first and last loss, throughput and where the checkpoint is."""
+    """The steps this call ran, their first and last loss, throughput, the samples passed over, and where the
+    checkpoint is."""
     if not records:
         out.print(
             f"no steps run: {config.output_dir} is already at step {_starting_step(config.output_dir)} "
             f"(max_steps={config.max_steps}); raise max_steps (--set max_steps=N) to train on"
         )
     else:
-        table = Table("steps", "first loss", "last loss", "samples/s", "data wait", "wall s", title=title)
+        columns = ("steps", "first loss", "last loss", "samples/s", "data wait", "skipped", "flagged", "wall s")
+        table = Table(*columns, title=title)
         later = records[1:] or records  # the first step includes compiling and the loader's start
         samples_per_s = sum(r["samples_per_s"] for r in later) / len(later)
         wait_share = sum(r["data_wait_share"] for r in later) / len(later)
+        # Runs logged before these counts existed have none: 0, not a crash, for a resumed old run.
+        num_skipped = sum(r.get("skipped_samples") or 0 for r in records)
+        num_flagged = sum(r.get("flagged_samples") or 0 for r in records)
         table.add_row(
             f"{records[0]['step']}..{records[-1]['step']}",
             f"{records[0]['loss']:.4f}",
             f"{records[-1]['loss']:.4f}",
             f"{samples_per_s:.1f}",
             f"{wait_share:.0%}",
+            str(num_skipped),
+            str(num_flagged),
             f"{wall_s:.1f}",
         )
         out.print(table)
+        if num_skipped:
+            out.print(
+                f"[yellow]skipped {num_skipped} unreadable sample read(s); the warnings above name each shard and key."
+                " Check the sets with `cafe shards validate DIR`.[/]"
+            )
+        if num_flagged:
+            out.print(f"passed over {num_flagged} flagged or excluded sample read(s) (the sets' flags, excluded_keys)")
     out.print(f"metrics: {config.output_dir / 'metrics.jsonl'}")
     if checkpoint is not None:
         out.print(f"checkpoint: {checkpoint}")

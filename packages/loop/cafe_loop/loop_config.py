@@ -19,8 +19,9 @@ improve: {candidates_per_pair: 4}             # ImproveConfig fields (over `impr
 
 Required fields (output, shards, preset) have no defaults. A bad value raises ValueError naming it (for
 `train` and `improve`, the field inside them) and what is allowed; a missing shard set folder raises
-FileNotFoundError. The loop sets some fields of the mappings itself, so they are refused there:
-`train.shards/output_dir/preset/shard_weights` and `improve.checkpoint/shards/output/preset`.
+FileNotFoundError. `output` stays apart from the real sets: not one, not inside one, not holding one
+(`cafe_core.apart.OutputInsideInput`, a ValueError). The loop sets some fields of the mappings itself, so
+they are refused there: `train.shards/output_dir/preset/shard_weights` and `improve.checkpoint/shards/output/preset`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cafe_core.apart import check_output_apart
 from cafe_core.settings import check_fields, load_yaml, parse_sets
 from cafe_model.presets import get_preset
 from cafe_pipelines.improve_config import ImproveConfig, improve_recipe
@@ -67,6 +69,8 @@ class LoopConfig:
         self.shards = [Path(s) for s in self.shards]
         if not self.shards:
             raise ValueError("shards: give at least one real shard set folder")
+        # Rounds write runs and generated sets under `output`: inside a real set they would become part of it.
+        check_output_apart(self.output, self.shards, "shard set")
         if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or self.rounds < 0:
             raise ValueError(f"rounds={self.rounds!r}: must be an integer >= 0 (0 = train on the real sets only)")
         if not (_is_number(self.min_acceptance_rate) and 0.0 <= self.min_acceptance_rate <= 1.0):

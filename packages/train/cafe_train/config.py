@@ -3,8 +3,11 @@
     config = TrainConfig(shards=["out/triples"], output_dir="runs/tiny", preset="tiny", max_steps=100)
 
 Required fields (shards, output_dir, preset) have no defaults. A bad value raises ValueError naming
-it and what is allowed; a missing shard folder raises FileNotFoundError. `check_shards` (run by
-`train` before it loads anything) also validates each set with `cafe_core.validate.validate_set(fast=True)`.
+it and what is allowed; a missing shard folder raises FileNotFoundError. The run folder must be a folder
+(or not exist yet) and stay apart from every shard set: not one, not inside one, not holding one
+(`cafe_core.apart.OutputInsideInput`, a ValueError). `check_shards` (run by `train` before it loads
+anything) also validates each set with `cafe_core.validate.validate_set(fast=True)` and checks that every
+shard the index lists has its tar, status table and stats file on disk.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cafe_core.apart import check_output_apart
+from cafe_core.index import read_index
 from cafe_core.keys import check_key
+from cafe_core.layout import SetLayout, detect_layout
 from cafe_core.validate import validate_set
 from cafe_model.presets import get_preset
 
@@ -134,6 +140,26 @@ class TrainConfig:
         for root in self.shards:
             if not root.is_dir():
                 raise FileNotFoundError(f"shard set {str(root)!r}: no such folder (give the folder a data build wrote)")
+        _check_run_folder(self.output_dir)
+        # A run written into a set it reads would mix checkpoints into the set's folder (and its files
+        # into the training stream of the next run that reads the set).
+        check_output_apart(self.output_dir, self.shards, "shard set")
+
+
+def _check_run_folder(output_dir: Path) -> None:
+    """ValueError when `output_dir`, or the nearest of its parents that exists, is not a folder.
+
+    Checked with the config, so a run into a file fails before a model loads, not when the run
+    folder is first made."""
+    for path in (output_dir, *output_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "it" if path == output_dir else f"its parent {path}"
+                raise ValueError(
+                    f"output_dir {str(output_dir)!r}: {where} is a file, not a folder; give a folder for the"
+                    " run (a new one, or a run folder to resume)"
+                )
+            return
 
 
 def _check_shard_weights(weights: object, num_sets: int) -> list[float]:
@@ -184,5 +210,30 @@ def check_shards(dirs: Sequence[str | Path]) -> int:
             )
         if report.num_samples == 0:
             raise ValueError(f"shard set {str(root)!r} holds no samples (or no shardindex.json: was it closed?)")
+        _check_shard_files(root)
         total += report.num_samples
     return total
+
+
+def _check_shard_files(root: Path) -> None:
+    """ValueError naming the first missing file of a shard the index lists: its tar, status table or stats.
+
+    Fast validation trusts the index and the stats files, so a deleted status table passes it; training
+    reads only the tars, but a set missing part of a shard is not the set its index describes."""
+    layout = detect_layout(root)
+    for entry in read_index(layout)["shardlist"]:
+        number = _shard_number(layout, str(entry["url"]))
+        paths = layout.shard_paths(number) if number is not None else (root / entry["url"],)
+        for path in paths:
+            if not path.is_file():
+                raise ValueError(
+                    f"shard set {str(root)!r}: {path.name} is missing (shardindex.json lists {entry['url']});"
+                    f" run `cafe shards validate {root}` for the full report"
+                )
+
+
+def _shard_number(layout: SetLayout, url: str) -> int | None:
+    """The number of the shard file `url` names (`{prefix}-{n:06d}.tar`), None for another name."""
+    name, prefix = Path(url).name, f"{layout.prefix}-"
+    digits = name.removeprefix(prefix).removesuffix(".tar")
+    return int(digits) if name.startswith(prefix) and name.endswith(".tar") and digits.isdigit() else None

@@ -47,6 +47,7 @@ from accelerate import PartialState
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device
 
+from cafe_core.local_ray import prepare_local_ray
 from cafe_train.checkpoint import STEP_PATTERN, checkpoint_root, list_checkpoints
 from cafe_train.config import TrainConfig
 from cafe_train.config_io import config_from_dict, config_to_dict
@@ -90,7 +91,9 @@ def launch_ray(
     storage = Path(storage_path).resolve() if storage_path is not None else config.output_dir / RAY_STORAGE_DIR
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=os.environ.get("RAY_ADDRESS"))  # None: a new local Ray
+        if not os.environ.get("RAY_ADDRESS"):
+            prepare_local_ray()  # a new local Ray: 127.0.0.1 only, token on (cafe_core.local_ray)
+        ray.init(address=os.environ.get("RAY_ADDRESS"))
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={

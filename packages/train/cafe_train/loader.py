@@ -12,6 +12,16 @@ A batch is a dict:
     prompt_ids         (B, L) int64                       tokenized prompt ("" when dropped)
     mask               (B, 1, R/8, R/8) float32 in [0, 1] subject mask at latent resolution, same crop
     drop_reference     (B,) bool                          True: the loop swaps in `null_features` (reference dropout)
+    num_skipped        int                                unreadable samples passed over making this batch (see below)
+    num_flagged        int                                flagged or excluded samples passed over making this batch
+
+Skipped and flagged samples: a sample that does not decode (or lacks a member), or a shard that breaks
+mid-read, is passed over with a warning on the `cafe_train.loader` logger naming the shard and the sample
+key (once per shard and key in an epoch of a worker, as the endless stream draws shards again); samples
+in a set's flags file or `config.excluded_keys` are passed over silently. Each batch carries how many of
+each were passed over since the previous batch of its worker, so the counts cross DataLoader worker
+processes with the batches and the loop can sum them (over ranks too) into its metrics. They count
+reads, not distinct samples: a shard drawn twice counts its bad sample twice.
 
 Why a `wds.DataPipeline` and not `wds.WebDataset(resampled=True)`: WebDataset's resampled shard list seeds
 itself from the pid and the clock, and every rank draws its own stream, so ranks overlap and nothing replays.
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset
 
 from cafe_core import flagged_keys, resolve_shards
@@ -58,6 +69,9 @@ from cafe_train.config import TrainConfig
 
 LATENT_FACTOR = 8  # pixels per latent cell of Stable Diffusion's VAE
 MEMBERS = ("target.jpg", "reference.png", "mask.png", "prompt.txt")
+DECODE_ERRORS = (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,21 +148,72 @@ def _indexed_sizes(root: Path) -> dict[str, int]:
 MAX_DROPPED_IN_A_ROW = 100_000
 
 
-def _drop_keys(excluded: frozenset[str]) -> Callable[[Iterator[dict]], Iterator[dict]]:
+class PassedOver:
+    """What one worker's stream passed over: counts since the last batch, and a warning per bad sample.
+
+    Lives inside one `ShardBatches.__iter__` (one DataLoader worker, one epoch), so it needs no locks and
+    its counts reach the loop in the batches (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.num_skipped = 0
+        self.num_flagged = 0
+        self._warned: set[tuple[str, str]] = set()
+
+    def skipped(self, url: str, key: str, reason: str) -> None:
+        self.num_skipped += 1
+        if (url, key) not in self._warned:  # the stream draws the shard again and again: say it once
+            self._warned.add((url, key))
+            log.warning("skipped sample %s in shard %s: %s", key, url, reason)
+
+    def take(self) -> tuple[int, int]:
+        """(skipped, flagged) since the last call, and start counting again."""
+        counts = (self.num_skipped, self.num_flagged)
+        self.num_skipped = self.num_flagged = 0
+        return counts
+
+    def tar_handler(self, exn: Exception) -> bool:
+        """webdataset's handler for a shard that fails to read: warn naming the shard, count it, go on.
+
+        webdataset appends the url (and the stream) to the exception's args; the key of a sample is not
+        known when the tar itself breaks, so the warning says where it broke instead."""
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "?")
+        reason = str(exn.args[0]) if exn.args else repr(exn)
+        self.skipped(url, "(the rest of the shard)", f"the tar does not read on: {type(exn).__name__}: {reason}")
+        return True
+
+
+def _drop_keys(excluded: frozenset[str], passed: PassedOver) -> Callable[[Iterator[dict]], Iterator[dict]]:
     def stage(samples: Iterator[dict]) -> Iterator[dict]:
         dropped = 0
         for sample in samples:
-            if sample["__key__"] not in excluded and all(m in sample for m in MEMBERS):
+            missing = [m for m in MEMBERS if m not in sample]
+            if sample["__key__"] not in excluded and not missing:
                 dropped = 0
                 yield sample
+                continue
+            if sample["__key__"] in excluded:
+                passed.num_flagged += 1
             else:
-                dropped += 1
-                if dropped >= MAX_DROPPED_IN_A_ROW:  # the stream is endless: never spin on a fully excluded set
-                    raise RuntimeError(
-                        f"{dropped} samples in a row were flagged, excluded or incomplete; nothing left to train on"
-                    )
+                passed.skipped(sample.get("__url__", "?"), sample["__key__"], f"missing member(s) {', '.join(missing)}")
+            dropped += 1
+            if dropped >= MAX_DROPPED_IN_A_ROW:  # the stream is endless: never spin on a fully excluded set
+                raise RuntimeError(
+                    f"{dropped} samples in a row were flagged, excluded or incomplete; nothing left to train on"
+                )
 
     return stage
+
+
+def _member_image(sample: dict, member: str) -> Image.Image:
+    """The decoded image `member` of `sample`; ValueError naming the member when it does not decode."""
+    try:
+        image = Image.open(io.BytesIO(sample[member]))
+        image.load()  # decode now, so a broken image fails here, named, not in a later convert
+    except DECODE_ERRORS as exc:
+        # PIL's message for bytes that are no image names only an in-memory buffer object.
+        reason = "not an image PIL can identify" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ValueError(f"{member} does not decode ({type(exc).__name__}: {reason})") from exc
+    return image
 
 
 def _take_every(start: int, step: int) -> Callable[[Iterator[dict]], Iterator[dict]]:
@@ -249,9 +314,9 @@ class ShardBatches(IterableDataset):
 
     def _decode(self, sample: dict, rng: np.random.Generator) -> dict[str, Any]:
         size = self.resolution_px
-        target = Image.open(io.BytesIO(sample["target.jpg"])).convert("RGB")
-        mask = Image.open(io.BytesIO(sample["mask.png"])).convert("L")
-        reference = Image.open(io.BytesIO(sample["reference.png"]))
+        target = _member_image(sample, "target.jpg").convert("RGB")
+        mask = _member_image(sample, "mask.png").convert("L")
+        reference = _member_image(sample, "reference.png")
         prompt = sample["prompt.txt"].decode("utf-8")
         target = _center_square(target, size, Image.Resampling.BICUBIC)
         mask = _center_square(mask, size, Image.Resampling.BILINEAR)
@@ -299,18 +364,20 @@ class ShardBatches(IterableDataset):
         stream_seed = _seed(self.seed, self.epoch, rank, stream)
         shards = EpochResampledShards(self.urls, self.seed, self.shard_weights)
         shards.epoch = self.epoch
+        passed = PassedOver()
         pipeline = wds.DataPipeline(
             shards,
             wds.split_by_node,
             _take_every(stream, num_workers),
-            wds.tarfile_to_samples(handler=wds.warn_and_continue),
-            _drop_keys(self.excluded_keys),
+            wds.tarfile_to_samples(handler=passed.tar_handler),
+            _drop_keys(self.excluded_keys, passed),
         )
         samples = self._shuffle(iter(pipeline), random.Random(stream_seed))
         position = 0
         for _ in range(skip_batches * self.batch_size):  # read, not decoded
             next(samples)
             position += 1
+        passed.take()  # what the skipped batches passed over was counted by the run that trained on them
         for _ in range(skip_batches, self.batches_per_worker):
             items = []
             while len(items) < self.batch_size:
@@ -319,9 +386,10 @@ class ShardBatches(IterableDataset):
                 position += 1
                 try:
                     items.append(self._decode(sample, rng))
-                except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError) as exc:
-                    wds.warn_and_continue(exc)
-            yield self._collate(items)
+                except DECODE_ERRORS as exc:
+                    passed.skipped(sample.get("__url__", "?"), sample["__key__"], str(exc))
+            num_skipped, num_flagged = passed.take()
+            yield {**self._collate(items), "num_skipped": num_skipped, "num_flagged": num_flagged}
 
 
 def excluded_keys_of(config: TrainConfig) -> frozenset[str]:

@@ -15,7 +15,10 @@ update of the EMA of the trainable parameters (`cafe_train.ema`).
 
 What a run writes under `RUN/` (= `config.output_dir`), from the main process:
 
-    metrics.jsonl, tensorboard/   every `log_every` steps: loss, lr, grad_norm, samples_per_s, data_wait_share
+    metrics.jsonl, tensorboard/   every `log_every` steps: loss, lr, grad_norm, samples_per_s, data_wait_share,
+                                  skipped_samples and flagged_samples (samples the loader passed over since the
+                                  previous logged step, summed over ranks: unreadable ones, each named in a
+                                  warning, and flagged or excluded ones; see `cafe_train.loader`)
                                   (`cafe_train.metrics_log`; `tensorboard --logdir RUN/tensorboard`)
     checkpoints/step-NNNNNN/      every `checkpoint_every` steps and at the end (`cafe_train.checkpoint`)
     validation/step-NNNNNN.png    every `validate_every` steps: references | generations with the current
@@ -69,13 +72,18 @@ __all__ = ["METRICS_NAME", "CheckpointHook", "TrainResult", "diffusion_loss", "d
 
 @dataclass
 class TrainResult:
-    """What a run did: `losses[i]` is the loss of optimizer step `first_step + i + 1`."""
+    """What a run did: `losses[i]` is the loss of optimizer step `first_step + i + 1`.
+
+    `num_skipped` / `num_flagged`: samples the loader passed over as unreadable / flagged or excluded, summed
+    over ranks, up to the last logged step (what metrics.jsonl counts)."""
 
     run_dir: Path
     first_step: int
     last_step: int
     losses: list[float] = field(default_factory=list)
     last_checkpoint: Path | None = None
+    num_skipped: int = 0
+    num_flagged: int = 0
 
     def loss_at(self, step: int) -> float:
         return self.losses[step - self.first_step - 1]
@@ -208,6 +216,8 @@ def _train(config: TrainConfig, on_checkpoint: CheckpointHook | None, run_lock: 
     # Logs come from the main process only, like the grids.
     log = MetricsLog(run_dir, resume_step=first_step) if accelerator.is_main_process else None
     stream = batches()
+    # Samples this rank's loader passed over since the last logged step: (unreadable, flagged or excluded).
+    passed_over = torch.zeros(2, dtype=torch.long)
     try:
         while step < config.max_steps:
             step_start = time.perf_counter()
@@ -219,6 +229,7 @@ def _train(config: TrainConfig, on_checkpoint: CheckpointHook | None, run_lock: 
                 recorder.saw(batch["keys"])
                 batches_done += 1
                 samples += len(batch["keys"])
+                passed_over += torch.tensor([batch["num_skipped"], batch["num_flagged"]])
                 with accelerator.accumulate(model):
                     loss = _micro_step(
                         core, model, batch, noise_scheduler, noise_generator, num_train_timesteps, config
@@ -238,6 +249,12 @@ def _train(config: TrainConfig, on_checkpoint: CheckpointHook | None, run_lock: 
             step_loss = float(np.mean(micro_losses))
             result.losses.append(step_loss)
             step_s = time.perf_counter() - step_start
+            if step % config.log_every == 0:
+                # On every rank (a collective), so the counts are the whole job's, not rank 0's share.
+                num_skipped, num_flagged = accelerator.reduce(passed_over.to(accelerator.device), "sum").tolist()
+                passed_over.zero_()
+                result.num_skipped += num_skipped
+                result.num_flagged += num_flagged
             if log is not None and step % config.log_every == 0:
                 log.scalars(
                     step,
@@ -247,6 +264,8 @@ def _train(config: TrainConfig, on_checkpoint: CheckpointHook | None, run_lock: 
                         "grad_norm": float(grad_norm) if grad_norm is not None else None,
                         "samples_per_s": samples * accelerator.num_processes / step_s,
                         "data_wait_share": wait_s / step_s,
+                        "skipped_samples": num_skipped,
+                        "flagged_samples": num_flagged,
                     },
                 )
             if step % config.checkpoint_every == 0 or step == config.max_steps:

@@ -25,6 +25,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from cafe_core.local_ray import prepare_local_ray
 from cafe_service import process
 from cafe_service.runner import LauncherUnavailable
 
@@ -102,11 +103,11 @@ class RayLauncher:
         with self._lock:
             if ray.is_initialized():
                 return
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local Ray only; a cluster brings its own
             try:
                 if self.address:
-                    ray.init(address=self.address, log_to_driver=False)
+                    ray.init(address=self.address, log_to_driver=False)  # a cluster brings its own settings
                 else:
+                    prepare_local_ray()  # 127.0.0.1 only, token on (cafe_core.local_ray)
                     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
             except Exception as exc:  # ConnectionError, a timeout, a bad address: the jobs wait
                 where = self.address or "a local Ray"
