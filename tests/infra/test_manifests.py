@@ -825,6 +825,29 @@ def test_the_service_deployment_serves_the_job_api_on_the_ray_cluster() -> None:
 
 
 @pytest.mark.slow  # imports accelerate's launcher and cafe's (torch)
+def test_every_ray_cluster_and_client_uses_ray_token_authentication() -> None:
+    """No Ray cluster of infra/ is an open door: KubeRay's token mode on every cluster, one Secret, the
+    service's Ray Client with the same token, and `ray up` starting every node with token mode."""
+    secrets = set()
+    for where, spec in ray_cluster_specs():
+        options = spec.get("authOptions") or {}
+        assert options.get("mode") == "token", f"{where}: set authOptions: {{mode: token, secretName: ...}}"
+        secrets.add(options.get("secretName"))
+    assert len(secrets) == 1 and None not in secrets, f"every cluster should name one token Secret: {secrets}"
+    [secret] = secrets
+    [doc] = [d for d in docs_of("Deployment") if d.body["metadata"]["name"] == "cafe-service"]
+    env = {e["name"]: e for e in doc.body["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    # KubeRay's Secret holds the token under auth_token
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "auth_token"}
+    assert secret in (INFRA / "README.md").read_text(), "infra/README.md must say how to create the token Secret"
+    raw = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in raw[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token ray start" in c for c in starts), key
+    assert "~/.ray/auth_token" in raw["file_mounts"], "ray up must copy the token to every node"
+
+
 def test_accelerate_config_loads_and_launches_with_accelerate() -> None:
     """accelerate's own loader reads the file, and `accelerate launch`'s argument checks accept the command line
     cafe's launcher builds with it (cafe_train.launch_accelerate.accelerate_command)."""
