@@ -18,6 +18,7 @@ from cafe_core.layout import LOCK_NAME
 from cafe_core.lock import WriterLockedError, read_holder
 from cafe_train.checkpoint import TrainingState, list_checkpoints, save_checkpoint
 from cafe_train.config_io import write_config
+from cafe_train.launch_accelerate import CONFIG_NAME, launch_accelerate
 from cafe_train.loop import train
 
 
@@ -54,6 +55,10 @@ def test_a_second_trainer_into_one_run_is_refused_naming_the_first(
         who = f"{run_dir} is being written by pid {first.pid} on host {socket.gethostname()} \\(training, since"
         with pytest.raises(WriterLockedError, match=who):
             train(second)
+        # a launcher is refused before it writes its train-config.json into the run
+        with pytest.raises(WriterLockedError, match=who):
+            launch_accelerate(second, num_workers=1, cpu=True)
+        assert not (run_dir / CONFIG_NAME).exists()
         assert first.poll() is None  # the first trains on, untouched
 
         # SIGKILLed, it leaves its lock file; the next trainer takes it and runs.

@@ -132,6 +132,14 @@ def refusal(folder: Path, holder: LockHolder | None) -> str:
     return f"{folder} is being written by {who}; wait for it to finish or stop it{stop}, then run again"
 
 
+def refuse_if_held(folder: str | Path, name: str = LOCK_NAME) -> None:
+    """WriterLockedError naming the holder when `folder`'s lock is held now: for a launcher whose workers
+    take the lock themselves, so a second launch is refused before it writes anything into the folder."""
+    holder = read_holder(folder, name)
+    if holder is not None and holder.held:
+        raise WriterLockedError(refusal(Path(folder), holder))
+
+
 def check_token(folder: str | Path, token: str, name: str = LOCK_NAME) -> LockHolder:
     """Check that `folder`'s lock is held by the job whose token is `token` (a worker of its driver)."""
     folder = Path(folder)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from cafe_core.lock import refuse_if_held
 from cafe_train.config import TrainConfig
 from cafe_train.config_io import write_config
 from cafe_train.worker import prebuild_random_models
@@ -83,6 +84,7 @@ def launch_accelerate(
     if cpu is None:
         cpu = not torch.cuda.is_available()
     run_dir = config.output_dir
+    refuse_if_held(run_dir)  # a run in progress: refused before its train-config.json is overwritten
     config_path = write_config(config, run_dir / CONFIG_NAME)
     prebuild_random_models(config)  # once here, rather than by every process at once
     command = accelerate_command(

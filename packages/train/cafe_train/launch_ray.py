@@ -48,6 +48,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, Result, RunCo
 from ray.train.torch import TorchTrainer, get_device
 
 from cafe_core.local_ray import prepare_local_ray
+from cafe_core.lock import refuse_if_held
 from cafe_train.checkpoint import STEP_PATTERN, checkpoint_root, list_checkpoints
 from cafe_train.config import TrainConfig
 from cafe_train.config_io import config_from_dict, config_to_dict
@@ -78,6 +79,7 @@ def launch_ray(
     """
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
         raise ValueError(f"num_workers={num_workers!r}: must be an integer >= 1 (Ray Train workers)")
+    refuse_if_held(config.output_dir)  # a run in progress: its rank 0 holds RUN's lock (cafe_train.loop)
     # Workers may start in another folder (or on another machine): give them absolute paths.
     config = dataclasses.replace(
         config,
