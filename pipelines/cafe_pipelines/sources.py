@@ -18,6 +18,7 @@ never opened. Tar shards are held to `roots` when roots are given.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -111,7 +112,7 @@ def _file_ref(path: Path, root: Path) -> InputRef:
 
 
 def _refuse(ref: InputRef, reason: str, detail: str) -> InputRef:
-    return InputRef(ref.input_key, ref.uri, ref.path, ref.root, caption=ref.caption, refused=reason, detail=detail)
+    return dataclasses.replace(ref, refused=reason, detail=detail)
 
 
 def folder_inputs(folder: str | Path, roots: Sequence[str | Path] = ()) -> Iterator[InputRef]:

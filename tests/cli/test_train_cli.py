@@ -163,7 +163,7 @@ def test_train_run_names_and_counts_what_it_skips(tmp_path: Path, caplog: pytest
 
 def test_train_run_refuses_a_set_missing_a_status_table(tmp_path: Path) -> None:
     root = write_shard_set(tmp_path / "set", range(4))
-    (root / "shard-000001.status.parquet").unlink()  # `cafe shards validate --fast` does not notice
+    (root / "shard-000001.status.parquet").unlink()  # fast validation checks for it too
     result = cafe("train", "run", "--shards", root, "--output", tmp_path / "run", *TINY_TRAINING)
     assert result.exit_code == 2, result.output
     assert "shard-000001.status.parquet is missing" in result.output and f"cafe shards validate {root}" in result.output

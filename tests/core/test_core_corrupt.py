@@ -454,3 +454,11 @@ def test_closing_again_after_repair_restores_a_valid_set(damaged):
     report = validate_set(root)
     assert report.ok, report.problems
     assert report.num_samples == (NUM_SHARDS - 1) * PER_SHARD
+
+
+def test_fast_mode_catches_a_missing_status_table(damaged):
+    root, _ = damaged
+    (root / f"{SHARD}.status.parquet").unlink()
+    report = validate_set(root, fast=True)
+    assert report.codes() == {"status.missing": 1}
+    assert f"{SHARD}.status.parquet is missing" in str(report.problems[0])

@@ -223,6 +223,12 @@ def validate_set(
     report.num_shards = len(numbers)
 
     if fast:
+        # The full check reads each status table; fast mode still needs it there (a shard is its tar,
+        # status table and stats, and training refuses a set that lacks one).
+        for number in numbers:
+            if not layout.status_path(number).is_file():
+                name = layout.tar_path(number).name
+                report.problems.append(Problem("status.missing", name, f"{layout.status_path(number).name} is missing"))
         for url, entry in entries.items():
             path = layout.root / url
             if path.is_file():

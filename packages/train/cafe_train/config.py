@@ -6,8 +6,8 @@ Required fields (shards, output_dir, preset) have no defaults. A bad value raise
 it and what is allowed; a missing shard folder raises FileNotFoundError. The run folder must be a folder
 (or not exist yet) and stay apart from every shard set: not one, not inside one, not holding one
 (`cafe_core.apart.OutputInsideInput`, a ValueError). `check_shards` (run by `train` before it loads
-anything) also validates each set with `cafe_core.validate.validate_set(fast=True)` and checks that every
-shard the index lists has its tar, status table and stats file on disk.
+anything) also validates each set with `cafe_core.validate.validate_set(fast=True)`, which checks that every
+shard has its tar, status table and stats file on disk.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cafe_core.apart import check_output_apart
-from cafe_core.index import read_index
 from cafe_core.keys import check_key
-from cafe_core.layout import SetLayout, detect_layout
 from cafe_core.validate import validate_set
 from cafe_model.presets import get_preset
 
@@ -210,30 +208,5 @@ def check_shards(dirs: Sequence[str | Path]) -> int:
             )
         if report.num_samples == 0:
             raise ValueError(f"shard set {str(root)!r} holds no samples (or no shardindex.json: was it closed?)")
-        _check_shard_files(root)
         total += report.num_samples
     return total
-
-
-def _check_shard_files(root: Path) -> None:
-    """ValueError naming the first missing file of a shard the index lists: its tar, status table or stats.
-
-    Fast validation trusts the index and the stats files, so a deleted status table passes it; training
-    reads only the tars, but a set missing part of a shard is not the set its index describes."""
-    layout = detect_layout(root)
-    for entry in read_index(layout)["shardlist"]:
-        number = _shard_number(layout, str(entry["url"]))
-        paths = layout.shard_paths(number) if number is not None else (root / entry["url"],)
-        for path in paths:
-            if not path.is_file():
-                raise ValueError(
-                    f"shard set {str(root)!r}: {path.name} is missing (shardindex.json lists {entry['url']});"
-                    f" run `cafe shards validate {root}` for the full report"
-                )
-
-
-def _shard_number(layout: SetLayout, url: str) -> int | None:
-    """The number of the shard file `url` names (`{prefix}-{n:06d}.tar`), None for another name."""
-    name, prefix = Path(url).name, f"{layout.prefix}-"
-    digits = name.removeprefix(prefix).removesuffix(".tar")
-    return int(digits) if name.startswith(prefix) and name.endswith(".tar") and digits.isdigit() else None
