@@ -31,7 +31,9 @@ from cafe_core.toy import (
     in_training,
     is_held_out,
     parse_caption,
+    parse_scene,
     render,
+    scene_prompt,
     train_subjects,
 )
 from cafe_core.toy.render import shade_rgb
@@ -181,6 +183,26 @@ def test_the_caption_names_everything_and_parse_caption_inverts_it_for_every_com
 def test_parse_caption_refuses_text_off_the_grammar(text):
     with pytest.raises(ValueError, match="does not follow the grammar"):
         parse_caption(text)
+
+
+def test_scene_prompts_name_the_subject_by_a_word_and_parse_scene_reads_every_scene_back():
+    assert scene_prompt(Scene("sand", "left", "small")) == "a small object on the sand, at the left"
+    for scene in all_scenes():
+        assert parse_scene(scene_prompt(scene)) == ("object", scene)
+        assert parse_scene(scene_prompt(scene, "sks object")) == ("sks object", scene)
+        assert parse_scene(caption(STAR, scene)) == ("red striped star", scene)
+    for bad in ("", " object", "sks  object"):
+        with pytest.raises(ValueError, match="subject_words"):
+            scene_prompt(Scene("sand", "left", "small"), bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a small on the sand, at the left", "a small object on the moon, at the left", "an object on the sand"],
+)
+def test_parse_scene_refuses_text_off_the_scene_grammar_and_shows_an_example(text):
+    with pytest.raises(ValueError, match="a small object on the sand, at the left"):
+        parse_scene(text)
 
 
 def test_the_split_is_fixed():

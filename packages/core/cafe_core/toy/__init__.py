@@ -2,7 +2,15 @@
 and captions, and a fixed held-out split. Pure numpy drawing; no torch (see DESIGN.md,
 "The toy world")."""
 
-from cafe_core.toy.caption import GRAMMAR, caption, parse_caption
+from cafe_core.toy.caption import (
+    GRAMMAR,
+    SCENE_GRAMMAR,
+    SUBJECT_WORD,
+    caption,
+    parse_caption,
+    parse_scene,
+    scene_prompt,
+)
 from cafe_core.toy.render import Rendering, render
 from cafe_core.toy.split import (
     SPLIT,
@@ -40,10 +48,12 @@ __all__ = [
     "GRAMMAR",
     "PATTERNS",
     "POSITIONS",
+    "SCENE_GRAMMAR",
     "SHAPES",
     "SIZES",
     "SIZE_NAMES",
     "SPLIT",
+    "SUBJECT_WORD",
     "Background",
     "Hue",
     "Rendering",
@@ -59,6 +69,8 @@ __all__ = [
     "in_training",
     "is_held_out",
     "parse_caption",
+    "parse_scene",
     "render",
+    "scene_prompt",
     "train_subjects",
 ]
