@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cafe_core.eval_layout import KINDS, SUBJECTS_JSON_NAME, SUBJECTS_TEXT_NAME, prompts_file_name
 from cafe_vision.scorers import Scorers
 
-KINDS = ("object", "live")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 PLACEHOLDER = "{}"
 METRICS = ("dino", "clip_i", "clip_t")
@@ -103,13 +103,13 @@ def read_eval_set(root: str | Path) -> EvalSet:
         subjects.append(EvalSubject(name, class_phrase, kind, images))
     if not subjects:
         raise ValueError(f"eval set {root}: no subjects (expected folders {root}/<subject>/ with photos)")
-    prompts = {kind: _read_prompts(root / f"prompts_{kind}.txt") for kind in sorted({s.kind for s in subjects})}
+    prompts = {kind: _read_prompts(root / prompts_file_name(kind)) for kind in sorted({s.kind for s in subjects})}
     return EvalSet(root=root, subjects=tuple(subjects), prompts=prompts)
 
 
 def _read_subject_entries(root: Path) -> dict[str, tuple[str, str]]:
     """subject folder -> (class phrase, kind), from subjects.json or subjects.txt."""
-    json_path, text_path = root / "subjects.json", root / "subjects.txt"
+    json_path, text_path = root / SUBJECTS_JSON_NAME, root / SUBJECTS_TEXT_NAME
     if json_path.is_file() and text_path.is_file():
         raise ValueError(f"eval set {root}: both subjects.json and subjects.txt; keep one")
     raw: list[tuple[str, Any, Any, str]] = []  # name, class, kind, where

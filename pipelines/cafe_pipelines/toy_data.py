@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image
 
 from cafe_core import SCHEMA_VERSION, InputStatus, ShardSet, Triple, make_key
+from cafe_core.eval_layout import SUBJECTS_JSON_NAME, prompts_file_name
 from cafe_core.layout import DATASET_NAME, find_prefixes
 from cafe_core.toy import (
     SUBJECT_WORD,
@@ -73,10 +74,10 @@ TRAIN_DIR = "train"
 EVAL_DIR = "eval"
 SUMMARY_NAME = "toy-data.json"
 REFERENCE_NAME = "00-reference.png"
-PROMPTS_NAME = "prompts_object.txt"
-SUBJECTS_NAME = "subjects.json"
 EVAL_CLASS = SUBJECT_WORD
 EVAL_KIND = "object"
+PROMPTS_NAME = prompts_file_name(EVAL_KIND)
+SUBJECTS_NAME = SUBJECTS_JSON_NAME
 # Image sides are multiples of 8: the latent diffusion models downsample by 8.
 SIZE_MULTIPLE_PX = 8
 
@@ -206,12 +207,8 @@ class ToyDataReport:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "wall_s"}
 
 
-def _scene_record(scene: Scene) -> dict[str, str]:
-    return dataclasses.asdict(scene)
-
-
 def _rendering_record(rendering: Rendering) -> dict[str, Any]:
-    return {"scene": _scene_record(rendering.scene), "seed": rendering.seed, "box_xyxy": list(rendering.box_xyxy)}
+    return {"scene": dataclasses.asdict(rendering.scene), "seed": rendering.seed, "box_xyxy": list(rendering.box_xyxy)}
 
 
 def training_scenes(subject: Subject) -> tuple[Scene, ...]:
@@ -301,10 +298,8 @@ def check_output(output: Path) -> None:
 ProgressHook = Callable[[int, int], None]  # (steps done, steps in all): training triples, then eval subjects
 
 
-def write_train(
-    config: ToyDataConfig, root: Path, report: ToyDataReport, step: Callable[[int], None]
-) -> list[dict[str, Any]]:
-    """The training shard set under `root`; returns the stats of its shards."""
+def write_train(config: ToyDataConfig, root: Path, report: ToyDataReport, step: Callable[[int], None]) -> None:
+    """The training shard set under `root`; its counts go into `report`."""
     subjects = config.subjects
     big = 1 << 62  # samples_per_shard, not bytes or inputs, decides where shards end
     lineage = {"job": "toy-data", "renderer": renderer_record(), "config": dataclasses.asdict(config)}
@@ -320,7 +315,6 @@ def write_train(
     report.train_subjects = len(subjects)
     report.train_triples = len(subjects) * config.images_per_subject
     report.train_shards = len(writer.written)
-    return writer.written
 
 
 def eval_prompts() -> tuple[str, ...]:
