@@ -23,6 +23,9 @@ What is generated: for each subject and each prompt of its kind (with `{}` repla
 evaluated), from the subject's first photo as the reference. The reference is the whole photo as RGBA
 with full alpha: no segmentation, so nothing in the number depends on a grounder's or segmenter's luck
 (a model trained on cut-outs sees the photo's background too; segment the photos first for cut-outs).
+A first image that is already a cut-out (RGBA with some transparent pixels, as `cafe data toy` writes
+`00-reference.png`) is the reference as it is, and the scores compare with the subject's other photos
+only: a cut-out's hidden background is not a photo of the subject.
 
 The scores, per generated image, as the DreamBooth paper defines them:
     dino    mean over the subject's real photos of the cosine of DINO ViT CLS embeddings (whole images)
@@ -163,13 +166,22 @@ def _read_prompts(path: Path) -> tuple[str, ...]:
     return prompts
 
 
-def _open_rgb(path: Path) -> Image.Image:
+def _open(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
+            return image.convert("RGBA") if image.mode in ("RGBA", "LA", "PA") else image.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from exc
+
+
+def _reference_and_real(paths: tuple[Path, ...]) -> tuple[Image.Image, list[Image.Image]]:
+    """(the reference, the real photos the scores compare with): see the module docstring."""
+    first, *others = [_open(path) for path in paths]
+    if first.mode == "RGBA" and first.getchannel("A").getextrema()[0] < 255 and others:
+        return first, [image.convert("RGB") for image in others]
+    real = [first.convert("RGB"), *(image.convert("RGB") for image in others)]
+    return real[0].convert("RGBA"), real  # the whole photo, full alpha
 
 
 @dataclass
@@ -222,8 +234,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     image_records: list[dict[str, Any]] = []
     for subject in eval_set.subjects:
-        real = [_open_rgb(path) for path in subject.image_paths]
-        reference = real[0].convert("RGBA")  # the whole photo, full alpha (see the module doc)
+        reference, real = _reference_and_real(subject.image_paths)
         real_dino = scorers.dino_embedder(real)  # (R, D), rows of norm 1
         real_clip = scorers.embed_images(real)
         subject_dir = out_dir / "images" / subject.name

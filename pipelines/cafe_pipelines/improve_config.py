@@ -54,7 +54,7 @@ class ImproveConfig:
         `checkpoints/step-NNNNNN` folder.
     shards: the input shard sets (closed sets of round k; real data is round 0). Never written.
     output: the new set (round k+1); never one of `shards`, nor inside or around one.
-    preset: the scorer preset (`tiny`, `base`); the generator's preset is the checkpoint's.
+    preset: the scorer preset (`tiny`, `base`, `toy`); the generator's preset is the checkpoint's.
     num_references: at most this many references, picked by a seeded hash of their keys (None: all).
     prompts_per_reference, candidates_per_pair: pairs per reference, images generated per pair.
     size_px: generated images' side (None: the checkpoint's training resolution).
@@ -143,9 +143,29 @@ def improve_recipe(
     upper half of each class's DINO scores (per shard) and drops pasted copies (that score is
     pixel-based, so it means something even here); random grounders find many boxes, so the
     instance count is not checked. Few steps and candidates, so a round runs in seconds on a CPU.
+    `toy`: the toy scorers' readings are exact, so the floors are all-or-nothing: every attribute of the
+    subject read as in the reference (dino 1) and the scene as the prompt names it (clip_t 100), exactly
+    one object. No copy-paste check: a solid subject re-drawn well is pixel for pixel its reference, and
+    that is success here, not a paste. Near duplicates are those above 0.995 (two renderings of one
+    subject in one scene score about 0.975). 20 DDIM steps: the toy model is sampled at that in `cafe toy`.
     Real presets keep FilterConfig's absolute floors.
     """
-    if preset == "tiny":
+    if preset == "toy":
+        base = ImproveConfig(
+            checkpoint=checkpoint,
+            shards=tuple(shards),
+            output=output,
+            preset=preset,
+            prompts_per_reference=4,
+            candidates_per_pair=2,
+            num_steps=20,
+            references_per_shard=16,
+            filter=FilterConfig(
+                min_dino=1.0, min_clip_i=None, min_clip_t=100.0, max_copy_paste=None, exactly_one_instance=True
+            ),
+            dedupe=DedupeConfig(sha256=True, max_cosine=0.995),
+        )
+    elif preset == "tiny":
         base = ImproveConfig(
             checkpoint=checkpoint,
             shards=tuple(shards),

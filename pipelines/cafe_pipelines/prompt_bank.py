@@ -9,6 +9,13 @@ given subject and caption, and `pick_prompts` draws the same indices for the sam
 
     bank = prompt_bank("brown dog", "a brown dog sitting on a couch")
     picked = pick_prompts("brown dog", "a brown dog sitting on a couch", 4, seed=0, reference_key="00ab...")
+
+A toy-world reference (`cafe data toy`, or a round over its sets) has a caption in the toy grammar
+(`cafe_core.toy`), and its bank is the toy world's own: `scene_prompt` of every scene, in the world's
+order. When the caption names the subject ("a small red striped star on the sand, at the left"), the
+scenes the fixed split holds out for it (`cafe_core.toy.in_training`) are left out, so a round never asks
+for a held-out pair; a round's own samples are captioned with their prompt ("a small object on the
+sand, at the left"), which no longer names the subject, and get every scene.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import random
 import re
 
+from cafe_core.toy import all_scenes, in_training, parse_caption, parse_scene, scene_prompt
 from cafe_vision.subject import head_noun
 
 # DreamBench's prompt lists: the two share their first ten (scenes) and last five (attributes).
@@ -114,8 +122,25 @@ def rewrite_caption(caption: str, subject: str, scene: str) -> str:
     return f"{caption[: match.end()]} {scene}"
 
 
+def toy_bank(caption: str) -> list[str] | None:
+    """The toy world's bank for a toy-grammar caption (see the module docstring); None for any other caption."""
+    try:
+        subject, _ = parse_caption(caption)
+    except ValueError:
+        try:
+            parse_scene(caption)
+        except ValueError:
+            return None
+        return [scene_prompt(scene) for scene in all_scenes()]
+    return [scene_prompt(scene) for scene in all_scenes() if in_training(subject, scene.background)]
+
+
 def prompt_bank(subject: str, caption: str) -> list[str]:
-    """Every prompt for one reference: DreamBench's 25 for its kind, then one caption rewrite per scene."""
+    """Every prompt for one reference: DreamBench's 25 for its kind, then one caption rewrite per scene
+    (the toy world's scene prompts for a toy caption)."""
+    toy = toy_bank(caption)
+    if toy is not None:
+        return toy
     templates = LIVE_PROMPTS if is_live_subject(subject) else OBJECT_PROMPTS
     return [t.format(subject) for t in templates] + [rewrite_caption(caption, subject, s) for s in REWRITE_SCENES]
 

@@ -45,6 +45,16 @@ def test_reference_guidance_and_scale_change_the_images(pipeline, reference_phot
     assert pixel_difference(stock_like[0], text_only[0]) > 0
 
 
+def test_no_reference_draws_from_the_null_reference(pipeline, reference_photo) -> None:
+    settings = {"num_steps": 3, "seed": 2, "text_guidance": 4.0}
+    first = pipeline(None, PROMPT, **settings)
+    assert pixel_difference(first[0], pipeline(None, PROMPT, **settings)[0]) == 0
+    assert pixel_difference(first[0], pipeline(reference_photo, PROMPT, **settings)[0]) > 0
+    assert pixel_difference(first[0], pipeline(None, "a photo of a dog in the snow", **settings)[0]) > 0
+    with pytest.raises(TypeError, match="a PIL image or None"):
+        pipeline("cat.jpg", PROMPT, **settings)
+
+
 def test_any_diffusers_scheduler(trained_tiny_model, reference_photo) -> None:
     pipeline = CustomizationPipeline(trained_tiny_model)
     pipeline.scheduler = EulerAncestralDiscreteScheduler.from_config(pipeline.scheduler.config)

@@ -157,3 +157,25 @@ def test_images_per_prompt_must_be_positive(tmp_path: Path) -> None:
     eval_set = read_eval_set(write_eval_set(tmp_path / "set"))
     with pytest.raises(ValueError, match="images_per_prompt=0"):  # checked before anything is generated
         evaluate(None, None, eval_set, out_dir=tmp_path / "out", images_per_prompt=0)
+
+
+def test_a_cut_out_first_image_is_the_reference_and_not_a_real_photo(tmp_path: Path, scorers: Scorers) -> None:
+    root = write_eval_set(tmp_path / "set")
+    cut_out = Image.open(root / "cat" / "00.jpg").convert("RGBA")
+    alpha = Image.new("L", cut_out.size, 0)
+    alpha.paste(255, (20, 10, 70, 50))
+    cut_out.putalpha(alpha)
+    (root / "cat" / "00.jpg").unlink()
+    cut_out.save(root / "cat" / "00-reference.png")
+    given: list[Image.Image] = []
+
+    def draw(reference: Image.Image, prompt: str, *, batch_size: int, **_: object) -> list[Image.Image]:
+        """A stand-in generator (this test is about what evaluate hands it): the reference, flattened."""
+        given.append(reference)
+        return [reference.convert("RGB")] * batch_size
+
+    result = evaluate(draw, scorers, read_eval_set(root), out_dir=tmp_path / "out", images_per_prompt=1)
+    cat, cup = result.rows
+    assert cat["num_real_images"] == 1 and cup["num_real_images"] == 1  # the cut-out is not a real photo
+    assert given[0].mode == "RGBA" and given[0].getchannel("A").getextrema() == (0, 255)  # alpha kept
+    assert given[-1].getchannel("A").getextrema() == (255, 255)  # a plain photo: the whole photo, full alpha

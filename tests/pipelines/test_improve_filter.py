@@ -8,6 +8,15 @@ import pytest
 from improve_helpers import write_input_set
 
 from cafe_core.flags import add_flag
+from cafe_core.toy import (
+    SUBJECT_WORD,
+    all_scenes,
+    caption,
+    held_out_scene_pairs,
+    in_training,
+    parse_scene,
+    scene_prompt,
+)
 from cafe_pipelines.dedupe import DedupeConfig, DedupeIndex
 from cafe_pipelines.filtering import FilterConfig, filter_candidates
 from cafe_pipelines.improve_config import apply_overrides, improve_recipe
@@ -19,6 +28,7 @@ from cafe_pipelines.prompt_bank import (
     pick_prompts,
     prompt_bank,
     rewrite_caption,
+    toy_bank,
 )
 from cafe_pipelines.round_inputs import read_round_inputs
 
@@ -185,6 +195,20 @@ def test_live_subjects_get_the_live_prompts() -> None:
     assert "a red cube floating on top of water" in cube and "a red cube wearing a santa hat" not in cube
     assert len(dog) == len(cube) == 25 + len(REWRITE_SCENES)
     assert all("brown dog" in p for p in dog) and all("red cube" in p for p in cube)
+
+
+def test_toy_captions_get_the_toy_scenes_without_the_subjects_held_out_pairs() -> None:
+    (background, subject), *_ = held_out_scene_pairs()
+    scene = next(s for s in all_scenes() if s.background != background)
+    bank = prompt_bank(SUBJECT_WORD, caption(subject, scene))
+    allowed = [s for s in all_scenes() if in_training(subject, s.background)]
+    assert bank == [scene_prompt(s) for s in allowed] and len(allowed) < len(all_scenes())
+    assert all(parse_scene(prompt)[1].background != background for prompt in bank)
+    # A round's sample is captioned with its prompt, which no longer names the subject: every scene.
+    assert prompt_bank(SUBJECT_WORD, scene_prompt(scene)) == [scene_prompt(s) for s in all_scenes()]
+    assert toy_bank("a red cube on a table") is None  # not the toy grammar: DreamBench's bank
+    config = improve_recipe("toy", checkpoint="run", shards=["in"], output="out")
+    assert config.filter.min_dino == 1.0 and config.filter.min_clip_t == 100.0 and config.filter.max_copy_paste is None
 
 
 def test_caption_rewrites_swap_the_scene() -> None:

@@ -135,3 +135,11 @@ def test_a_run_folder_apart_from_its_shard_sets(tmp_path: Path, output: str, say
     root = write_shard_set(tmp_path / "parent" / "set", range(2))
     with pytest.raises(OutputInsideInput, match=says):
         TrainConfig(shards=[root], output_dir=root / output, preset="tiny")
+
+
+def test_training_resolution_defaults_to_the_presets(tmp_path: Path) -> None:
+    (tmp_path / "set").mkdir()
+    assert TrainConfig(shards=[tmp_path / "set"], output_dir=tmp_path / "run", preset="toy").resolution_px == 32
+    assert TrainConfig(shards=[tmp_path / "set"], output_dir=tmp_path / "run", preset="tiny").resolution_px == 64
+    given = TrainConfig(shards=[tmp_path / "set"], output_dir=tmp_path / "run", preset="tiny", resolution_px=48)
+    assert given.resolution_px == 48

@@ -61,7 +61,7 @@ def evaluate(
         evaluation_set = read_eval_set(eval_set)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    scorer_name = preset or ("tiny" if get_preset(found.preset).is_random else "base")
+    scorer_name = preset or get_preset(found.preset).default_scorers
     try:
         get_scorer_preset(scorer_name)
     except ValueError as exc:
@@ -72,7 +72,7 @@ def evaluate(
 
     from cafe_model.trained import load_trained_pipeline
     from cafe_pipelines.evaluate import evaluate as run_evaluation
-    from cafe_vision.scorers import Scorers
+    from cafe_vision.load_scorers import load_scorers
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -81,7 +81,7 @@ def evaluate(
         bar.add_task(f"loading {found.preset} + {found.path.name}, scorers {scorer_name}", total=None)
         try:
             pipeline, found = load_trained_pipeline(found.path, device=device)
-            scorers = Scorers(scorer_name, device=device)
+            scorers = load_scorers(scorer_name, device=device)
         except (OSError, ValueError) as exc:  # missing weights (the message has the download command), a misfit
             fail(str(exc))
     settings = {"checkpoint": str(found.path), "step": found.step, "preset": found.preset}

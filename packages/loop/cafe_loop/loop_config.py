@@ -99,7 +99,7 @@ class LoopConfig:
                 )
             setattr(self, name, dict(values))
         if self.scorer_preset is None:
-            self.scorer_preset = "tiny" if get_preset(self.preset).is_random else "base"
+            self.scorer_preset = get_preset(self.preset).default_scorers
         self.round_train_config(0, self.shards, None)  # validates `train`, the preset and the shard folders
         # Validates `improve` (the checkpoint is not read until a round runs).
         self.round_improve_config(self.round_dir(0) / "train", self.shards, self.round_dir(1) / "shards")

@@ -2,7 +2,8 @@
 
 Frozen: the text encoder, the VAE, the base UNet and the reference encoder. Trainable: the projector
 (reference features -> reference tokens) and the reference key/value projections of every
-cross-attention layer. A training step is
+cross-attention layer; with `train_unet=True` (the toy preset, whose base UNet is random and has to
+learn to draw) every UNet parameter too. A training step is
 
     latents  = model.encode_latents(target_pixels)                  # frozen VAE, scaled
     text     = model.encode_text(model.tokenize(prompts))            # frozen CLIP text encoder
@@ -35,6 +36,7 @@ from cafe_model.reference_encoder import ReferenceEncoder
 
 # Prefixes of the trainable parameters in `named_parameters()` (the processors are Attention submodules).
 PROJECTOR_PREFIX = "unet.encoder_hid_proj."
+UNET_PREFIX = "unet."
 REFERENCE_KV_MARKERS = (".processor.to_k_ip.", ".processor.to_v_ip.")
 
 
@@ -44,7 +46,8 @@ class CustomizationModel(nn.Module):
     Build it with `cafe_model.load.load_model(preset)`; the constructor takes loaded components and
     modifies `unet` in place (adds the reference attention and the projector).
     `scheduler_config` is the base model's noise-schedule config (for `DDPMScheduler.from_config` in
-    training and any sampler in the pipeline). `preset_name` is recorded in exports.
+    training and any sampler in the pipeline). `preset_name` is recorded in exports. `train_unet`: the
+    whole UNet trains (and is saved in checkpoints) beside the projector and the reference k/v.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class CustomizationModel(nn.Module):
         projector_spec: ProjectorSpec,
         scheduler_config: Mapping[str, Any],
         preset_name: str | None = None,
+        train_unet: bool = False,
     ):
         super().__init__()
         wants_tokens = not isinstance(projector_spec, LinearProjectorSpec)
@@ -82,6 +86,7 @@ class CustomizationModel(nn.Module):
         self.projector_spec = projector_spec
         self.scheduler_config = dict(scheduler_config)
         self.preset_name = preset_name
+        self.train_unet = train_unet
         projector = build_projector(
             projector_spec,
             feature_dim=reference_encoder.feature_dim,
@@ -99,11 +104,14 @@ class CustomizationModel(nn.Module):
     # ---- the trainable-parameter API -------------------------------------------------------------
 
     def named_trainable_parameters(self) -> dict[str, nn.Parameter]:
-        """Projector and reference k/v parameters by name, whatever their `requires_grad` is now."""
+        """Projector and reference k/v parameters (every UNet parameter with `train_unet`) by name,
+        whatever their `requires_grad` is now."""
         return {
             name: parameter
             for name, parameter in self.named_parameters()
-            if name.startswith(PROJECTOR_PREFIX) or any(marker in name for marker in REFERENCE_KV_MARKERS)
+            if name.startswith(PROJECTOR_PREFIX)
+            or any(marker in name for marker in REFERENCE_KV_MARKERS)
+            or (self.train_unet and name.startswith(UNET_PREFIX))
         }
 
     def trainable_parameters(self) -> list[nn.Parameter]:

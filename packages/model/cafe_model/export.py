@@ -5,7 +5,7 @@ An export is a folder:
 - `ip_adapter.safetensors`, when the projector is linear with 4 tokens over CLIP image embeddings:
   the stock IP-Adapter layout, `image_proj.proj.*`, `image_proj.norm.*` and
   `ip_adapter.{1,3,5,...}.to_k_ip.weight` / `.to_v_ip.weight`;
-- `cafe_adapter.safetensors` otherwise (resampler, other token counts, DINOv2):
+- `cafe_adapter.safetensors` otherwise (resampler, other token counts, DINOv2, a trained UNet):
   `CustomizationModel.trainable_state_dict()`;
 - `cafe_adapter.json`, always: format, preset, projector spec, feature kind, sizes, how to load it;
 - `image_encoder/`, unless `include_image_encoder=False`: the frozen reference encoder (a `from_pretrained` folder).
@@ -68,12 +68,14 @@ def stock_loadable(model: CustomizationModel) -> bool:
     """True when stock `load_ip_adapter` can load this model's weights.
 
     Stock diffusers reads a linear projection with exactly 4 tokens, fed with CLIP's projected image
-    embeddings from a `CLIPVisionModelWithProjection`.
+    embeddings from a `CLIPVisionModelWithProjection`, over a frozen base UNet (an IP-Adapter file
+    cannot hold the UNet a `train_unet` model trains).
     """
     spec = model.projector_spec
     encoder = model.reference_encoder
     return (
-        isinstance(spec, LinearProjectorSpec)
+        not model.train_unet
+        and isinstance(spec, LinearProjectorSpec)
         and spec.num_tokens == STOCK_LINEAR_NUM_TOKENS
         and encoder.architecture == "clip"
         and encoder.feature == "image_embeds"

@@ -55,6 +55,7 @@ def load_model(
         projector_spec=preset.projector,
         scheduler_config=scheduler_config,
         preset_name=preset.name,
+        train_unet=preset.trainable == "unet",
     )
     return model.to(device)
 

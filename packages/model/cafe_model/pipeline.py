@@ -66,7 +66,7 @@ class CustomizationPipeline:
     @torch.no_grad()
     def __call__(
         self,
-        reference_image: Image.Image,
+        reference_image: Image.Image | None,
         prompt: str,
         *,
         negative_prompt: str = "",
@@ -82,7 +82,9 @@ class CustomizationPipeline:
     ) -> list[Image.Image]:
         """`batch_size` RGB images of `height_px` x `width_px` (default: the base model's resolution).
 
-        reference_image: the subject (an RGBA cut-out is laid on white).
+        reference_image: the subject (an RGBA cut-out is laid on white); None: the null reference, the
+            "no reference" that reference dropout trains (text only, as the model learned it; unlike
+            reference_scale=0, which removes the reference attention the model was trained with).
         text_guidance / reference_guidance: the guidance scales of `cafe_model.guidance` (equal = stock CFG).
         reference_scale: the weight of the reference attention (0 = text only).
         seed: the same seed, settings and scheduler give the same images (noise comes from a CPU generator).
@@ -100,14 +102,17 @@ class CustomizationPipeline:
             raise ValueError(f"num_steps={num_steps!r}; it must be an int >= 1")
         if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
             raise TypeError("prompt and negative_prompt are strings (batch_size makes several images of one prompt)")
-        if not isinstance(reference_image, Image.Image):
-            raise TypeError(f"reference_image must be a PIL image, not {type(reference_image).__name__}")
+        if reference_image is not None and not isinstance(reference_image, Image.Image):
+            raise TypeError(f"reference_image must be a PIL image or None, not {type(reference_image).__name__}")
         branches = guidance_branches(text_guidance, reference_guidance)
         device = model.device
 
         text = model.encode_text(model.tokenize([prompt])).repeat(batch_size, 1, 1)
-        reference = model.encode_reference(model.reference_encoder.preprocess([reference_image]))
-        reference = reference.repeat_interleave(batch_size, dim=0)
+        if reference_image is None:
+            reference = model.reference_encoder.null_features(batch_size)
+        else:
+            reference = model.encode_reference(model.reference_encoder.preprocess([reference_image]))
+            reference = reference.repeat_interleave(batch_size, dim=0)
         text_by_branch: dict[Branch, torch.Tensor] = {"text_and_ref": text}
         reference_by_branch: dict[Branch, torch.Tensor] = {"text_and_ref": reference, "ref_only": reference}
         if len(branches) > 1:

@@ -38,7 +38,8 @@ class TrainConfig:
     # share of the samples drawn is its weight over the sum (samples within a set equally likely); None =
     # every shard equally likely, whatever set it is in (one set, or sets to be pooled).
     shard_weights: list[float] | None = None
-    resolution_px: int = 64
+    # The training side in pixels; None = the preset's own (`ModelPreset.resolution_px`: 64 for tiny, 512 for sd15).
+    resolution_px: int | None = None
     batch_size: int = 4
     max_steps: int = 1000
     lr: float = 1e-4
@@ -87,10 +88,12 @@ class TrainConfig:
             raise ValueError("shards: give at least one shard set folder")
         if self.shard_weights is not None:
             self.shard_weights = _check_shard_weights(self.shard_weights, len(self.shards))
-        get_preset(self.preset)  # ValueError listing the known presets
+        preset = get_preset(self.preset)  # ValueError listing the known presets
+        if self.resolution_px is None:
+            self.resolution_px = preset.resolution_px
         if not isinstance(self.resolution_px, int) or self.resolution_px < 8 or self.resolution_px % 8:
             raise ValueError(
-                f"resolution_px={self.resolution_px!r}: must be a positive multiple of 8 (the VAE halves it 3 times),"
+                f"resolution_px={self.resolution_px!r}: must be a positive multiple of 8 (SD's VAE halves it 3 times),"
                 f" e.g. {max(8, (int(self.resolution_px) // 8) * 8)}"
             )
         _at_least("batch_size", self.batch_size, 1)

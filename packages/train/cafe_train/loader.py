@@ -67,7 +67,7 @@ from cafe_core.index import read_index
 from cafe_core.layout import INDEX_NAME, detect_layout
 from cafe_train.config import TrainConfig
 
-LATENT_FACTOR = 8  # pixels per latent cell of Stable Diffusion's VAE
+SD_LATENT_FACTOR = 8  # pixels per latent cell of Stable Diffusion's VAE (the toy preset's has 2)
 MEMBERS = ("target.jpg", "reference.png", "mask.png", "prompt.txt")
 DECODE_ERRORS = (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError)
 
@@ -273,6 +273,7 @@ class ShardBatches(IterableDataset):
         excluded_keys: frozenset[str] = frozenset(),
         augmentation: Augmentation = Augmentation(),
         shard_weights: Sequence[float] | None = None,
+        latent_factor: int = SD_LATENT_FACTOR,
     ) -> None:
         super().__init__()
         if not urls:
@@ -282,6 +283,7 @@ class ShardBatches(IterableDataset):
         self.tokenizer = tokenizer
         self.reference_processor = reference_processor
         self.resolution_px = resolution_px
+        self.latent_factor = latent_factor  # the mask is pooled to the latent grid
         self.batch_size = batch_size
         self.batches_per_worker = batches_per_worker
         self.seed = seed
@@ -320,7 +322,7 @@ class ShardBatches(IterableDataset):
         prompt = sample["prompt.txt"].decode("utf-8")
         target = _center_square(target, size, Image.Resampling.BICUBIC)
         mask = _center_square(mask, size, Image.Resampling.BILINEAR)
-        mask = mask.resize((size // LATENT_FACTOR,) * 2, Image.Resampling.BOX)
+        mask = mask.resize((size // self.latent_factor,) * 2, Image.Resampling.BOX)
         target_pixels = torch.from_numpy(np.asarray(target, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
         mask_tensor = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None]
         return {
@@ -407,12 +409,14 @@ def build_loader(
     reference_processor: Any,
     num_samples: int,
     world_size: int = 1,
+    latent_factor: int = SD_LATENT_FACTOR,
 ) -> DataLoader:
     """A DataLoader (batch_size=None: batches are made in the workers) over `config.shards`, mixed by
     `config.shard_weights` when given.
 
     `num_samples` (the sets' total, from `check_shards`) sets the epoch length unless
     `config.epoch_samples` does; each rank reads `epoch_samples / world_size` samples per epoch.
+    `latent_factor`: pixels per latent cell of the model's VAE (`CustomizationModel.vae_scale_factor`).
     """
     weights = None
     if config.shard_weights is None:
@@ -437,6 +441,7 @@ def build_loader(
         excluded_keys=excluded_keys_of(config),
         augmentation=Augmentation(enabled=config.augment_reference),
         shard_weights=weights,
+        latent_factor=latent_factor,
     )
     return DataLoader(
         dataset,

@@ -159,6 +159,7 @@ def _train(config: TrainConfig, on_checkpoint: CheckpointHook | None, run_lock: 
         reference_processor=model.reference_encoder.image_processor,
         num_samples=num_samples,
         world_size=accelerator.num_processes,
+        latent_factor=model.vae_scale_factor,
     )
     dataset = loader.dataset
     # Noise, timesteps and VAE samples come from this generator, checkpointed with the rest.

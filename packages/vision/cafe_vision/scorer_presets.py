@@ -6,6 +6,12 @@
 - `base`: real weights, as the DreamBooth / CAFE evaluations use them: DINO ViT-S/16
   (`facebook/dino-vits16`), CLIP ViT-B/32 (`openai/clip-vit-base-patch32`), and the data engine's
   `base` Grounding DINO and SAM. Hub ids load from the local Hugging Face cache only.
+- `toy`: for the toy world (`cafe_core.toy`) only: a small CNN trained once on renderer output reads
+  each image's subject and scene, and the scores are exact agreements with the reference and the prompt
+  (`cafe_vision.toy_scorers.ToyScorers`; `cafe_vision.load_scorers.load_scorers` picks the class).
+
+`SCORER_PRESETS` holds the presets `Scorers` builds; `get_scorer_preset` and `SCORER_PRESET_NAMES`
+know the toy preset too.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cafe_vision.model_cache import recipe_hash
 from cafe_vision.presets import VisionPreset, get_preset
 from cafe_vision.random_clip import RandomClipSpec, random_clip_folder
 from cafe_vision.random_dino import RandomDinoSpec, random_dino_folder
+from cafe_vision.toy_classifier import TOY_CLASSIFIER, ToyClassifierSpec
 
 
 @dataclass(frozen=True)
@@ -128,9 +136,41 @@ BASE = ScorerPreset(
 SCORER_PRESETS: dict[str, ScorerPreset] = {preset.name: preset for preset in (TINY, BASE)}
 
 
-def get_scorer_preset(name: str) -> ScorerPreset:
+@dataclass(frozen=True)
+class ToyScorerPreset:
+    """The toy world's scorers: one classifier trained on renderer output (see `cafe_vision.toy_scorers`).
+
+    classifier: what the classifier is trained with (the recipe of its cache folder).
+    """
+
+    name: str
+    classifier: ToyClassifierSpec
+
+    @property
+    def is_random(self) -> bool:
+        """False: the classifier is trained, and its scores are measurements."""
+        return False
+
+    def model_records(self) -> dict[str, dict[str, str]]:
+        """{"classifier": {name, revision}}: the revision is the hash of its training recipe (its cache key)."""
+        return {
+            "classifier": {
+                "name": f"cafe-toy/{self.classifier.name}",
+                "revision": recipe_hash(self.classifier.recipe()),
+            }
+        }
+
+
+TOY = ToyScorerPreset(name="toy", classifier=TOY_CLASSIFIER)
+
+SCORER_PRESET_NAMES: tuple[str, ...] = (*SCORER_PRESETS, TOY.name)
+
+
+def get_scorer_preset(name: str) -> ScorerPreset | ToyScorerPreset:
     """The scorer preset called `name`; ValueError listing the allowed names otherwise."""
+    if name == TOY.name:
+        return TOY
     try:
         return SCORER_PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown scorer preset {name!r}; choose one of: {', '.join(SCORER_PRESETS)}") from None
+        raise ValueError(f"unknown scorer preset {name!r}; choose one of: {', '.join(SCORER_PRESET_NAMES)}") from None

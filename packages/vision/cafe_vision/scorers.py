@@ -24,7 +24,7 @@ from cafe_vision.cutout import on_background, subject_cutout
 from cafe_vision.dino_embedder import DinoEmbedder
 from cafe_vision.images import to_rgb
 from cafe_vision.load import load_grounder, load_segmenter
-from cafe_vision.scorer_presets import ScorerPreset, get_scorer_preset
+from cafe_vision.scorer_presets import ScorerPreset, ToyScorerPreset, get_scorer_preset
 from cafe_vision.subject_finder import FoundSubject, SubjectFinder
 
 SCORE_NAMES = ("dino", "clip_i", "clip_t", "copy_paste", "num_instances", "subject_found")
@@ -82,10 +82,15 @@ class Scorers:
         cache_dir: str | Path | None = None,
         batch_size: int = 16,
     ) -> None:
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         if isinstance(preset, str):
             preset = get_scorer_preset(preset)
-        elif not isinstance(preset, ScorerPreset):
+        if not isinstance(preset, ScorerPreset):
+            if isinstance(preset, ToyScorerPreset):
+                raise ValueError(
+                    f"scorer preset {preset.name!r} is implemented by cafe_vision.toy_scorers.ToyScorers; load it with"
+                    " cafe_vision.load_scorers.load_scorers('toy'), which picks the class for any preset"
+                )
             raise TypeError(f"preset must be a scorer preset name or a ScorerPreset, got {type(preset).__name__}")
         self.preset = preset
         self.batch_size = batch_size
@@ -124,7 +129,7 @@ class Scorers:
         images: the generated images; prompts: their prompts; subjects: the phrase to find in each.
         batch_size: the candidates scored per step (bounds memory); default the Scorers'.
         """
-        _check_lengths(references=references, images=images, prompts=prompts, subjects=subjects)
+        check_lengths(references=references, images=images, prompts=prompts, subjects=subjects)
         batch_size = self._step(batch_size)
         results: list[CandidateScore] = []
         for start in range(0, len(images), batch_size):
@@ -141,14 +146,14 @@ class Scorers:
         found: Sequence[FoundSubject],
     ) -> list[CandidateScore]:
         """The scores of candidates whose subjects are already found (`SubjectFinder` output, or given)."""
-        _check_lengths(references=references, images=images, prompts=prompts, found=found)
+        check_lengths(references=references, images=images, prompts=prompts, found=found)
         if not images:
             return []
         # A round scores a pair's candidates together: one reference and one prompt for all of them.
         # Each distinct reference, prompt and image is embedded once (CLIP-I, CLIP-T and the returned
         # embedding share the image's).
-        ref_rows, unique_refs = _distinct(references, key=id)
-        prompt_rows, unique_prompts = _distinct(prompts, key=lambda prompt: prompt)
+        ref_rows, unique_refs = distinct(references, key=id)
+        prompt_rows, unique_prompts = distinct(prompts, key=lambda prompt: prompt)
         # Candidates and references share one CLIP call (one preprocessing and forward, not two).
         embedded = self.clip.embed_images([*images, *(on_background(reference) for reference in unique_refs)])
         image_embeddings, ref_embeddings = embedded[: len(images)], embedded[len(images) :][ref_rows]
@@ -180,7 +185,7 @@ class Scorers:
         self, images: Sequence[Image.Image], prompts: Sequence[str], *, batch_size: int | None = None
     ) -> np.ndarray:
         """(N,) CLIP-T of each image with its prompt, 100 * max(cos, 0)."""
-        _check_lengths(images=images, prompts=prompts)
+        check_lengths(images=images, prompts=prompts)
         batch_size = self._step(batch_size)
         pairs = zip(_chunks(images, batch_size), _chunks(prompts, batch_size), strict=True)
         return _concat([self.clip.clip_t(image_chunk, prompt_chunk) for image_chunk, prompt_chunk in pairs])
@@ -189,7 +194,7 @@ class Scorers:
         self, references: Sequence[Image.Image], images: Sequence[Image.Image], *, batch_size: int | None = None
     ) -> np.ndarray:
         """(N,) CLIP image-image cosine, each reference (on the plain background) vs its whole image."""
-        _check_lengths(references=references, images=images)
+        check_lengths(references=references, images=images)
         batch_size = self._step(batch_size)
         pairs = zip(_chunks(references, batch_size), _chunks(images, batch_size), strict=True)
         return _concat(
@@ -205,7 +210,7 @@ class Scorers:
         batch_size: int | None = None,
     ) -> np.ndarray:
         """(N,) DINO cosine of each reference and the subject found in its image; 0.0 where not found."""
-        _check_lengths(references=references, images=images, subjects=subjects)
+        check_lengths(references=references, images=images, subjects=subjects)
         batch_size = self._step(batch_size)
         chunks = []
         for start in range(0, len(images), batch_size):
@@ -218,7 +223,7 @@ class Scorers:
         """A call's batch size: the one given, or the Scorers' own."""
         if batch_size is None:
             return self.batch_size
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         return batch_size
 
     def _dino_found(
@@ -228,7 +233,7 @@ class Scorers:
         indices = [index for index, subject in enumerate(found) if subject.found]
         if not indices:
             return scores
-        ref_rows, unique_refs = _distinct([references[index] for index in indices], key=id)
+        ref_rows, unique_refs = distinct([references[index] for index in indices], key=id)
         reference_views = [on_background(reference) for reference in unique_refs]
         subject_views = [
             on_background(subject_cutout(to_rgb(images[index]), found[index].mask, found[index].box_xyxy))
@@ -241,7 +246,7 @@ class Scorers:
         return scores
 
 
-def _distinct(items: Sequence, key) -> tuple[np.ndarray, list]:
+def distinct(items: Sequence, key) -> tuple[np.ndarray, list]:
     """(row of each item among the distinct ones, the distinct items in first-seen order)."""
     positions: dict = {}
     rows = [positions.setdefault(key(item), len(positions)) for item in items]
@@ -249,14 +254,14 @@ def _distinct(items: Sequence, key) -> tuple[np.ndarray, list]:
     return np.asarray(rows, dtype=np.int64), [firsts[row] for row in range(len(positions))]
 
 
-def _check_lengths(**sequences: Sequence) -> None:
+def check_lengths(**sequences: Sequence) -> None:
     lengths = {name: len(sequence) for name, sequence in sequences.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{length} {name}" for name, length in lengths.items())
         raise ValueError(f"got {listed}; give one of each per candidate")
 
 
-def _check_batch_size(batch_size: int) -> None:
+def check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1")
 

@@ -69,9 +69,9 @@ class ScoreStage:
         batch_size: int = 16,
     ) -> None:
         set_threads(num_threads)
-        from cafe_vision.scorers import Scorers
+        from cafe_vision.load_scorers import load_scorers
 
-        self.scorers = Scorers(preset, device=device, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size)
+        self.scorers = load_scorers(preset, device=device, dtype=dtype, cache_dir=cache_dir, batch_size=batch_size)
 
     def score_reference(
         self, reference_png: bytes, targets: list[bytes], prompts: list[str], subject: str
