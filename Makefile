@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint browser-deps demo bench lock clean
+.PHONY: install test test-all lint browser-deps demo toy bench lock clean
 
 # The stamp is newer than the lock and pyproject when the venv matches them.
 $(STAMP): requirements.lock pyproject.toml
@@ -35,6 +35,11 @@ test: lint browser-deps
 
 demo: install
 	$(BIN)/cafe demo
+
+# The toy world end to end (data, train, a self-improvement round, retrain, held-out eval): the proof that
+# the model learns to customize; resumes runs/toy when run again.
+toy: install
+	$(BIN)/cafe toy --output runs/toy
 
 # Every benchmark in bench/, one after another; each prints its ratio lines last.
 bench: install

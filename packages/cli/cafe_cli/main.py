@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from cafe_cli import data, evaluate, generate, improve, inspect, jobs, loop, schedules, serve, shards, train
+from cafe_cli import data, evaluate, generate, improve, inspect, jobs, loop, schedules, serve, shards, toy, train
 from cafe_cli.console import out
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.add_typer(improve.app, name="improve")
 app.add_typer(loop.app, name="loop")
 app.command("eval")(evaluate.evaluate)
 app.command("serve")(serve.serve)
+app.command("toy")(toy.toy)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(schedules.app, name="schedules")
 

@@ -134,7 +134,7 @@ def _checkpoint_step(path: Path | None) -> int:
     return int(path.name.removeprefix("step-")) if path is not None else 0
 
 
-def _seed_run(run_dir: Path, start: Path) -> None:
+def seed_run(run_dir: Path, start: Path) -> None:
     """Copy checkpoint `start` into `run_dir/checkpoints/` (whole, then renamed), unless the run has one already."""
     if latest_checkpoint(run_dir) is not None:
         return
@@ -279,7 +279,7 @@ def run_loop(config: LoopConfig, *, on_progress: Progress | None = None) -> Loop
         sets = [*real, *generated]
         weights = mix_weights(real, generated, config.real_to_generated)
         train_config = config.round_train_config(round_, sets, weights)
-        _seed_run(train_config.output_dir, checkpoint)
+        seed_run(train_config.output_dir, checkpoint)
         checkpoint = _train_round(train_config, _checkpoint_step(checkpoint), record, Path(record.report_dir), say)
         report.final_checkpoint = str(checkpoint)
         save()
