@@ -106,7 +106,7 @@ class LoopReport:
         return asdict(self)
 
 
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
     """Write via a hidden temporary and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -196,7 +196,7 @@ def _train_round(config: TrainConfig, first_step: int, record: RoundRecord, repo
             "checkpoint": str(latest),
             "wall_s": round(time.perf_counter() - began, 3),
         }
-        _write_json(summary_path, summary)
+        write_json(summary_path, summary)
     for name in (
         "train_run", "train_sets", "shard_weights", "set_samples", "first_step", "last_step", "first_loss", "last_loss",
         "checkpoint",
@@ -236,12 +236,12 @@ def run_loop(config: LoopConfig, *, on_progress: Progress | None = None) -> Loop
     began = time.perf_counter()
     output = config.output
     output.mkdir(parents=True, exist_ok=True)
-    _write_json(output / LOOP_CONFIG_NAME, config.to_dict())
+    write_json(output / LOOP_CONFIG_NAME, config.to_dict())
     report = LoopReport(output=str(output))
 
     def save() -> None:
         report.wall_s = round(time.perf_counter() - began, 3)
-        _write_json(output / LOOP_REPORT_NAME, report.to_dict())
+        write_json(output / LOOP_REPORT_NAME, report.to_dict())
 
     real = {Path(s): set_num_samples(Path(s)) for s in config.shards}
     round_0 = RoundRecord(round=0, report_dir=str(config.round_dir(0) / "report"))

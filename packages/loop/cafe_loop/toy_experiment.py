@@ -39,7 +39,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from cafe_loop.loop import run_loop
+from cafe_loop.loop import run_loop, write_json
 from cafe_loop.loop_config import LoopConfig
 from cafe_pipelines.improve_config import ImproveConfig
 from cafe_pipelines.toy_data import EVAL_DIR, REFERENCE_NAME, SUMMARY_NAME, TRAIN_DIR, ToyDataConfig, make_toy_data
@@ -148,13 +148,6 @@ class ToyConfig:
         )
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=1, default=str) + "\n")
-    temporary.replace(path)
-
-
 def _data(config: ToyConfig, say: Progress) -> None:
     summary = config.output / DATA_DIR / SUMMARY_NAME
     wanted = {k: v for k, v in asdict(config.data_config()).items() if k != "output"}  # a moved run is the same
@@ -217,7 +210,7 @@ def evaluate_checkpoint(
         images[0].save(grid_dir / name)
         pictures.setdefault(subject, {})[condition] = str((grid_dir / name).relative_to(config.output))
     saved = {"request": settings, **result.to_dict(), "pictures": pictures}
-    _write_json(path, saved)
+    write_json(path, saved)
     return saved
 
 
@@ -305,7 +298,7 @@ def run_toy(config: ToyConfig, *, on_progress: Progress | None = None) -> dict[s
     }
     draw_plot(report["table"], config.output / PLOT_NAME)
     draw_grid(evaluations, config.output, config.output / GRID_NAME)
-    _write_json(config.output / REPORT_NAME, report)
+    write_json(config.output / REPORT_NAME, report)
     return report
 
 
