@@ -134,6 +134,36 @@ class ImproveConfig:
         check_output_apart(self.output, self.shards, "input set")
 
 
+# What `improve_recipe` sets over ImproveConfig's defaults, per scorer preset (its docstring says why).
+_RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "prompts_per_reference": 2,
+        "candidates_per_pair": 2,
+        "num_steps": 4,
+        "references_per_shard": 4,
+        "filter": FilterConfig(
+            min_dino=None,
+            min_clip_i=None,
+            min_clip_t=None,
+            dino_percentile=50.0,
+            max_copy_paste=0.9,
+            exactly_one_instance=False,
+        ),
+        "dedupe": DedupeConfig(sha256=True, max_cosine=0.99),
+    },
+    "toy": {
+        "prompts_per_reference": 4,
+        "candidates_per_pair": 2,
+        "num_steps": 20,
+        "references_per_shard": 16,
+        "filter": FilterConfig(
+            min_dino=1.0, min_clip_i=None, min_clip_t=100.0, max_copy_paste=None, exactly_one_instance=True
+        ),
+        "dedupe": DedupeConfig(sha256=True, max_cosine=0.995),
+    },
+}
+
+
 def improve_recipe(
     preset: str, *, checkpoint: str, shards: list[str] | tuple[str, ...], output: str, **overrides: Any
 ) -> ImproveConfig:
@@ -150,41 +180,7 @@ def improve_recipe(
     subject in one scene score about 0.975). 20 DDIM steps: the toy model is sampled at that in `cafe toy`.
     Real presets keep FilterConfig's absolute floors.
     """
-    if preset == "toy":
-        base = ImproveConfig(
-            checkpoint=checkpoint,
-            shards=tuple(shards),
-            output=output,
-            preset=preset,
-            prompts_per_reference=4,
-            candidates_per_pair=2,
-            num_steps=20,
-            references_per_shard=16,
-            filter=FilterConfig(
-                min_dino=1.0, min_clip_i=None, min_clip_t=100.0, max_copy_paste=None, exactly_one_instance=True
-            ),
-            dedupe=DedupeConfig(sha256=True, max_cosine=0.995),
-        )
-    elif preset == "tiny":
-        base = ImproveConfig(
-            checkpoint=checkpoint,
-            shards=tuple(shards),
-            output=output,
-            preset=preset,
-            prompts_per_reference=2,
-            candidates_per_pair=2,
-            num_steps=4,
-            references_per_shard=4,
-            filter=FilterConfig(
-                min_dino=None,
-                min_clip_i=None,
-                min_clip_t=None,
-                dino_percentile=50.0,
-                max_copy_paste=0.9,
-                exactly_one_instance=False,
-            ),
-            dedupe=DedupeConfig(sha256=True, max_cosine=0.99),
-        )
-    else:
-        base = ImproveConfig(checkpoint=checkpoint, shards=tuple(shards), output=output, preset=preset)
+    base = ImproveConfig(
+        checkpoint=checkpoint, shards=tuple(shards), output=output, preset=preset, **_RECIPES.get(preset, {})
+    )
     return apply_overrides(base, overrides)

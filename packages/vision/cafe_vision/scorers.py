@@ -220,11 +220,7 @@ class Scorers:
         return _concat(chunks)
 
     def _step(self, batch_size: int | None) -> int:
-        """A call's batch size: the one given, or the Scorers' own."""
-        if batch_size is None:
-            return self.batch_size
-        check_batch_size(batch_size)
-        return batch_size
+        return call_batch_size(batch_size, self.batch_size)
 
     def _dino_found(
         self, references: Sequence[Image.Image], images: Sequence[Image.Image], found: Sequence[FoundSubject]
@@ -259,6 +255,14 @@ def check_lengths(**sequences: Sequence) -> None:
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{length} {name}" for name, length in lengths.items())
         raise ValueError(f"got {listed}; give one of each per candidate")
+
+
+def call_batch_size(batch_size: int | None, default: int) -> int:
+    """A call's batch size: the one given (checked), or the scorers' own `default`."""
+    if batch_size is None:
+        return default
+    check_batch_size(batch_size)
+    return batch_size
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -59,7 +59,7 @@ from cafe_core.toy import (
 from cafe_vision.compose import box_from_mask
 from cafe_vision.copy_paste import copy_paste_score, reference_pixels
 from cafe_vision.scorer_presets import ToyScorerPreset, get_scorer_preset
-from cafe_vision.scorers import CandidateScore, check_batch_size, check_lengths, distinct
+from cafe_vision.scorers import CandidateScore, call_batch_size, check_batch_size, check_lengths, distinct
 from cafe_vision.toy_classifier import (
     IDENTITY_HEADS,
     IMAGE_SIZE_PX,
@@ -235,10 +235,7 @@ class ToyScorers:
         return np.asarray(agreeing, dtype=np.float32).reshape(len(images)) / len(IDENTITY_HEADS)
 
     def _step(self, batch_size: int | None) -> int:
-        if batch_size is None:
-            return self.batch_size
-        check_batch_size(batch_size)
-        return batch_size
+        return call_batch_size(batch_size, self.batch_size)
 
 
 def _parse_prompts(prompts: Sequence[str]) -> list[Scene]:
